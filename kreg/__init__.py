@@ -1,0 +1,13 @@
+"""kreg: the classic regularization toolkit for Keras 3, correct and servable.
+
+`import kreg` registers every kreg class with Keras (package "kreg") so that
+`.keras` files holding them load with `keras.models.load_model`.
+"""
+
+from kreg import initializers
+from kreg import layers
+from kreg import regularizers
+
+__version__ = "0.1.0"
+
+__all__ = ["initializers", "layers", "regularizers", "__version__"]

@@ -1,0 +1,164 @@
+"""Dropout with inverted or vanilla (test-time) scaling."""
+
+import keras
+from keras import ops
+
+from kreg import _validation as v
+from kreg.layers.base import DEFAULT_RATE
+from kreg.layers.base import StochasticLayer
+from kreg.layers.base import current_sampling
+
+SCALINGS = ("inverted", "test_time")
+
+
+def validate_noise_shape(owner, noise_shape):
+    """Validate `noise_shape` as Keras's Dropout does; return a tuple or None."""
+    if noise_shape is None:
+        return None
+    expected = "None or a tuple/list of positive integers or None"
+    if isinstance(noise_shape, (str, bytes)):
+        raise v.invalid_type(owner, "noise_shape", expected, noise_shape)
+    try:
+        shape = tuple(noise_shape)
+    except TypeError:
+        raise v.invalid_type(owner, "noise_shape", expected, noise_shape) from None
+    out = []
+    for dim in shape:
+        if dim is None:
+            out.append(None)
+            continue
+        if isinstance(dim, bool) or not hasattr(dim, "__index__"):
+            raise v.invalid_type(owner, "noise_shape", expected, noise_shape)
+        if int(dim) <= 0:
+            raise v.invalid_value(owner, "noise_shape", expected, noise_shape)
+        out.append(int(dim))
+    return tuple(out)
+
+
+def concrete_noise_shape(noise_shape, inputs):
+    """Fill the `None` entries of `noise_shape` from the shape of `inputs`."""
+    shape = ops.shape(inputs)
+    if noise_shape is None:
+        return tuple(shape)
+    return tuple(shape[i] if d is None else d for i, d in enumerate(noise_shape))
+
+
+@keras.saving.register_keras_serializable(package="kreg")
+class Dropout(StochasticLayer):
+    """Dropout (Srivastava et al. 2014) with inverted or test-time scaling.
+
+    During training each unit is kept with probability `keep_prob = 1 - rate`
+    (a Bernoulli mask, broadcast over `noise_shape`) and dropped otherwise.
+    With `scaling="inverted"` (the default, and what Keras does) kept units are
+    multiplied by `1 / keep_prob` while training and the layer is the identity
+    at inference. With `scaling="test_time"` (the paper's vanilla dropout)
+    nothing is scaled while training and the outputs are multiplied by
+    `keep_prob` at inference. Both give `E[training output] = inference
+    output`. Unlike `keras.layers.Dropout`, the random generator's state is
+    saved with the model, so training resumed from a saved model draws the
+    same masks the original would have.
+
+    Args:
+        rate: float in [0, 1), default 0.5. The probability of dropping a
+            unit. Mutually exclusive with `keep_prob`.
+        keep_prob: float in (0, 1] or None, default None. The textbook's p,
+            the probability of keeping a unit; `rate = 1 - keep_prob`.
+        scaling: `"inverted"` (default) or `"test_time"`.
+        noise_shape: tuple of ints or None, default None. The shape of the
+            mask, broadcast against the input; `None` entries take the input's
+            size, e.g. `(None, 1, C)` keeps or drops whole channels across
+            time steps.
+        seed: int or None, default None. Seed of the layer's random stream.
+        **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: a tensor of any rank.
+        training: bool, default None (False). Whether to drop units.
+
+    Returns:
+        A tensor of the same shape and dtype as `inputs`.
+
+    Example:
+
+    >>> import numpy as np, kreg
+    >>> layer = kreg.layers.Dropout(0.5, seed=1)
+    >>> x = np.ones((2, 4), "float32")
+    >>> sorted(set(np.asarray(layer(x, training=True)).ravel().tolist()))
+    [0.0, 2.0]
+    >>> np.asarray(layer(x, training=False)).tolist()
+    [[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]
+    >>> vanilla = kreg.layers.Dropout(keep_prob=0.8, scaling="test_time")
+    >>> np.asarray(vanilla(x)).astype("float64").round(3).tolist()[0]
+    [0.8, 0.8, 0.8, 0.8]
+
+    References:
+        Srivastava et al., "Dropout: A Simple Way to Prevent Neural Networks
+        from Overfitting", JMLR 15, 2014, sections 2-4 and 10.
+    """
+
+    def __init__(self, rate=DEFAULT_RATE, *, keep_prob=None, scaling="inverted",
+                 noise_shape=None, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self._init_stochastic(rate, keep_prob, seed)
+        self.scaling = v.check_option("Dropout", "scaling", scaling, SCALINGS)
+        self.noise_shape = validate_noise_shape("Dropout", noise_shape)
+        self.supports_masking = True
+        self._build_at_init()
+
+    # ------------------------------------------------------------------
+    def call(self, inputs, training=None):
+        if self.rate == 0.0:
+            return inputs
+        ctx = current_sampling()
+        if ctx is not None:
+            return self._sample(inputs, ctx)
+        if training:
+            out = keras.random.dropout(
+                inputs, self.rate, noise_shape=self.noise_shape,
+                seed=self.training_seed(),
+            )
+            if self.scaling == "test_time":
+                out = out * ops.cast(self.keep_prob, out.dtype)
+            return out
+        if self.scaling == "test_time":
+            return inputs * ops.cast(self.keep_prob, inputs.dtype)
+        return inputs
+
+    def _sample(self, inputs, ctx):
+        """One Monte Carlo draw per tiled sample (see `SamplingContext`)."""
+        t = ctx.tiles
+        shape = ops.shape(inputs)
+        per_sample = (-1,) + tuple(shape[1:])
+        x = ops.reshape(inputs, (t,) + per_sample)
+        noise = concrete_noise_shape(self.noise_shape, inputs)
+        seed = ctx.seed_for(self)
+        if ctx.joint:
+            # One network per sample: a mask over the feature axes, shared by
+            # every input of the sample, a function of (seed, layer, t) only.
+            full = (ctx.total_samples, 1) + tuple(noise[1:])
+            u = keras.random.uniform(full, seed=seed, dtype="float32")
+            u = ops.slice(u, (ctx.sample_offset,) + (0,) * (len(full) - 1),
+                          (t,) + full[1:])
+        else:
+            batch = ops.shape(x)[1] if self.noise_shape is None or \
+                self.noise_shape[0] is None else noise[0]
+            u = keras.random.uniform((t, batch) + tuple(noise[1:]), seed=seed,
+                                     dtype="float32")
+        mask = ops.cast(u < self.keep_prob, inputs.dtype)
+        if self.scaling == "inverted":
+            mask = mask / ops.cast(self.keep_prob, inputs.dtype)
+        return ops.reshape(x * mask, shape)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            rate=self.rate,
+            keep_prob=None,
+            scaling=self.scaling,
+            noise_shape=self.noise_shape,
+            seed=self.seed,
+        )
+        return config

@@ -1,0 +1,44 @@
+"""Shared test fixtures. Tests run against the installed package."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def run_python(code, *, timeout=300, env=None, cwd=None, check=True):
+    """Run `code` in a fresh Python process; return its CompletedProcess.
+
+    The last line of stdout that starts with "JSON:" is parsed and attached
+    as `.result`.
+    """
+    full_env = dict(os.environ)
+    full_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if env:
+        full_env.update(env)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"subprocess failed ({proc.returncode}):\nSTDOUT:\n{proc.stdout}\n"
+            f"STDERR:\n{proc.stderr[-4000:]}"
+        )
+    proc.result = None
+    for line in proc.stdout.splitlines()[::-1]:
+        if line.startswith("JSON:"):
+            proc.result = json.loads(line[5:])
+            break
+    return proc
+
+
+@pytest.fixture(scope="session")
+def fresh_python():
+    """`fresh_python(code, **kw)` runs code in a new interpreter (see run_python)."""
+    return run_python

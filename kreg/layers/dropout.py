@@ -118,7 +118,8 @@ class Dropout(StochasticLayer):
                 seed=self.training_seed(),
             )
             if self.scaling == "test_time":
-                out = out * ops.cast(self.keep_prob, out.dtype)
+                # Vanilla dropout keeps units unscaled: exactly r * x.
+                out = ops.where(out != 0, inputs, ops.zeros_like(inputs))
             return out
         if self.scaling == "test_time":
             return inputs * ops.cast(self.keep_prob, inputs.dtype)

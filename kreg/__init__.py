@@ -7,7 +7,18 @@
 from kreg import initializers
 from kreg import layers
 from kreg import regularizers
+from kreg.mc import MCPrediction
+from kreg.mc import MCPredictor
+from kreg.mc import convert_dropout
 
 __version__ = "0.1.0"
 
-__all__ = ["initializers", "layers", "regularizers", "__version__"]
+__all__ = [
+    "MCPrediction",
+    "MCPredictor",
+    "convert_dropout",
+    "initializers",
+    "layers",
+    "regularizers",
+    "__version__",
+]

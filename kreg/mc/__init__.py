@@ -1,0 +1,7 @@
+"""Test-time Monte Carlo averaging with calibrated uncertainty."""
+
+from kreg.mc.convert import convert_dropout
+from kreg.mc.prediction import MCPrediction
+from kreg.mc.predictor import MCPredictor
+
+__all__ = ["MCPredictor", "MCPrediction", "convert_dropout"]

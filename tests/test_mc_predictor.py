@@ -1,0 +1,356 @@
+"""MCPredictor: BN safety, mask independence, reproducibility, prefix split."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import kreg
+from kreg.layers.base import SamplingContext
+from kreg.layers.base import sampling_scope
+from kreg.mc.metrics import gaussian_log_likelihood
+
+
+def _np(x):
+    return ops.convert_to_numpy(x)
+
+
+@pytest.fixture(scope="module")
+def bn_model():
+    """Dense -> BatchNorm (moving stats far from batch stats) -> Dropout -> Dense."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((6,)),
+        keras.layers.Dense(16, name="dense"),
+        keras.layers.BatchNormalization(name="bn"),
+        kreg.layers.Dropout(0.5, seed=1, name="drop"),
+        keras.layers.Dense(3, activation="softmax", name="out"),
+    ])
+    bn = model.get_layer("bn")
+    bn.moving_mean.assign(np.full(16, 5.0, "float32"))
+    bn.moving_variance.assign(np.full(16, 4.0, "float32"))
+    return model
+
+
+X = np.random.default_rng(0).normal(size=(40, 6)).astype("float32")
+
+
+def test_batchnorm_stays_in_inference_mode_and_no_variable_changes(bn_model):
+    model = bn_model
+    before = [_np(v).copy() for v in model.variables]
+    # Exact check on the sub-network up to the dropout: every MC sample equals
+    # BN_inference(dense(x)) * mask / p with mask in {0, 1}.
+    upto = keras.Model(model.inputs, model.get_layer("drop").output)
+    pred = kreg.MCPredictor(upto, samples=8, seed=3, task="regression").predict(
+        X, verbose=0, return_samples=True)
+    bn = model.get_layer("bn")
+    h = _np(model.get_layer("dense")(X))
+    manual = (h - 5.0) / np.sqrt(4.0 + bn.epsilon) * _np(bn.gamma) + _np(bn.beta)
+    ratio = pred.samples / manual[None]
+    assert np.all(np.isclose(ratio, 0.0, atol=1e-5) | np.isclose(ratio, 2.0, rtol=1e-4))
+    assert 0.4 < np.isclose(ratio, 2.0, rtol=1e-4).mean() < 0.6
+    kreg.MCPredictor(model, samples=5, seed=0).predict(X, verbose=0)
+    after = [_np(v) for v in model.variables]
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_model_predict_stays_deterministic_before_and_after(bn_model):
+    model = bn_model
+    first = model.predict(X, verbose=0)  # traces and caches predict_function
+    mc = kreg.MCPredictor(model, samples=10, seed=0).predict(X, verbose=0,
+                                                             return_samples=True)
+    assert np.abs(mc.samples[0] - mc.samples[1]).max() > 1e-3
+    np.testing.assert_array_equal(model.predict(X, verbose=0), first)
+    np.testing.assert_allclose(_np(model(X)), first, rtol=1e-5, atol=1e-7)
+    # And in the other order: MC first on a model never predicted before.
+    keras.utils.set_random_seed(1)
+    fresh = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4),
+                              kreg.layers.Dropout(0.5), keras.layers.Dense(2)])
+    kreg.MCPredictor(fresh, samples=4).predict(X, verbose=0)
+    a = fresh.predict(X, verbose=0)
+    np.testing.assert_array_equal(a, fresh.predict(X, verbose=0))
+    np.testing.assert_allclose(a, _np(fresh(X)), rtol=1e-5, atol=1e-6)
+
+
+def _drop_only(rate=0.5, noise_shape=None, dims=200):
+    return keras.Sequential([keras.Input((dims,)),
+                             kreg.layers.Dropout(rate, noise_shape=noise_shape, seed=0)])
+
+
+def test_masks_independent_across_samples_and_inputs():
+    t, n, d = 20, 10, 200
+    pred = kreg.MCPredictor(_drop_only(dims=d), samples=t, seed=5, task="regression"
+                            ).predict(np.ones((n, d), "float32"), verbose=0,
+                                      return_samples=True)
+    masks = pred.samples > 0
+    # Agreement of two independent Bernoulli(1/2) masks is 1/2; SE over d
+    # units is 0.5/sqrt(d); across all sample pairs the mean has SE ~ .5/sqrt(m).
+    pairs = [(masks[a] == masks[b]).mean() for a in range(t) for b in range(a)]
+    assert abs(np.mean(pairs) - 0.5) < 5 * 0.5 / math.sqrt(len(pairs) * n * d / 4)
+    assert max(pairs) < 0.5 + 5 * 0.5 / math.sqrt(n * d)
+    across_inputs = (masks[:, 0] == masks[:, 1]).mean()
+    assert abs(across_inputs - 0.5) < 5 * 0.5 / math.sqrt(t * d)
+    # Keep fraction over all samples.
+    assert abs(masks.mean() - 0.5) < 5 * 0.5 / math.sqrt(masks.size)
+
+
+def test_masks_independent_across_sample_chunks_with_max_batch():
+    t, n, d = 12, 4, 300
+    pred = kreg.MCPredictor(_drop_only(dims=d), samples=t, seed=2, max_batch=8,
+                            task="regression").predict(
+        np.ones((n, d), "float32"), verbose=0, return_samples=True)
+    masks = (pred.samples > 0).reshape(t * n, d)
+    agree = (masks[:, None] == masks[None]).mean(axis=2)
+    off = agree[~np.eye(t * n, dtype=bool)]
+    assert off.max() < 0.5 + 6 * 0.5 / math.sqrt(d)
+
+
+def test_seeded_runs_reproducible_and_unseeded_fresh(bn_model):
+    a = kreg.MCPredictor(bn_model, samples=6, seed=11).predict(X, verbose=0,
+                                                               return_samples=True)
+    b = kreg.MCPredictor(bn_model, samples=6, seed=11).predict(X, verbose=0,
+                                                               return_samples=True)
+    np.testing.assert_array_equal(a.samples, b.samples)
+    p = kreg.MCPredictor(bn_model, samples=6)
+    c = p.predict(X, verbose=0, return_samples=True)
+    d = p.predict(X, verbose=0, return_samples=True)
+    assert not np.array_equal(c.samples, d.samples)
+
+
+def test_samples_one_equals_one_stochastic_pass_of_the_model(bn_model):
+    pred = kreg.MCPredictor(bn_model, samples=1, seed=4)
+    got = pred.predict(X, verbose=0, return_samples=True).samples[0]
+    dtype = pred._seed_dtype()
+    ctx = SamplingContext(ops.convert_to_tensor(np.array([4, 0]), dtype=dtype),
+                          layer_index=pred._layer_index)
+    with sampling_scope(ctx):
+        manual = _np(bn_model(X, training=False))
+    np.testing.assert_allclose(got, manual, rtol=1e-5, atol=1e-6)
+    # One pass of the whole model: rows are valid softmax outputs, not averages.
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def _functional_with_skip():
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((5,))
+    a = keras.layers.Dense(8, activation="relu", name="pre1")(inp)
+    b = keras.layers.Dense(8, activation="tanh", name="pre2")(a)
+    d = kreg.layers.Dropout(0.3, seed=1, name="d1")(b)
+    c = keras.layers.Concatenate()([d, a, inp])
+    e = keras.layers.Dense(6, activation="relu")(c)
+    e = kreg.layers.Dropout(0.2, seed=2, name="d2")(e)
+    out = keras.layers.Dense(2)(e)
+    return keras.Model(inp, out)
+
+
+def test_prefix_computed_once_matches_full_model_sampling():
+    model = _functional_with_skip()
+    pred = kreg.MCPredictor(model, samples=7, seed=9)
+    assert [layer.name for layer in pred._split.prefix_layers] == ["pre1", "pre2"]
+    x = np.random.default_rng(1).normal(size=(9, 5)).astype("float32")
+    got = pred.predict(x, verbose=0, return_samples=True).samples
+    ctx = SamplingContext(ops.convert_to_tensor(np.array([9, 0]),
+                                                dtype=pred._seed_dtype()),
+                          tiles=7, layer_index=pred._layer_index)
+    with sampling_scope(ctx):
+        full = _np(model(np.tile(x, (7, 1)), training=False)).reshape(7, 9, 2)
+    np.testing.assert_allclose(got, full, rtol=1e-5, atol=1e-6)
+
+
+def test_subclassed_model_is_sampled_without_split():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d1 = keras.layers.Dense(8)
+            self.drop = kreg.layers.Dropout(0.5, seed=0)
+            self.d2 = keras.layers.Dense(1)
+
+        def call(self, x, training=None):
+            return self.d2(self.drop(self.d1(x), training=training))
+
+    net = Net()
+    net(X)
+    pred = kreg.MCPredictor(net, samples=30, seed=0)
+    assert pred._split.prefix is None
+    out = pred.predict(X, verbose=0)
+    assert out.task == "regression"
+    assert np.all(out.std > 0)
+
+
+def test_no_stochastic_layer_is_an_error():
+    plain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match=r"`model` of MCPredictor: expected a model "
+                       r"with at least one kreg stochastic layer"):
+        kreg.MCPredictor(plain)
+    zero = keras.Sequential([keras.Input((3,)), kreg.layers.Dropout(0.0)])
+    with pytest.raises(ValueError, match=r"rate > 0"):
+        kreg.MCPredictor(zero)
+    keras_drop = keras.Sequential([keras.Input((3,)), keras.layers.Dropout(0.5)])
+    with pytest.raises(ValueError, match=r"kreg.convert_dropout\(model\)"):
+        kreg.MCPredictor(keras_drop)
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"samples": 0}, ValueError, r"`samples` of MCPredictor: expected an integer >= 1"),
+    ({"samples": 2.5}, TypeError, r"`samples` of MCPredictor"),
+    ({"max_batch": 0}, ValueError, r"`max_batch` of MCPredictor"),
+    ({"task": "auto-detect"}, ValueError, r"`task` of MCPredictor: expected one of "
+     r"'auto', 'classification', 'regression'"),
+    ({"joint": 1}, TypeError, r"`joint` of MCPredictor: expected a bool"),
+    ({"seed": -3}, ValueError, r"`seed` of MCPredictor"),
+])
+def test_bad_arguments(bn_model, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        kreg.MCPredictor(bn_model, **kwargs)
+
+
+def test_predict_argument_errors(bn_model):
+    p = kreg.MCPredictor(bn_model, samples=2)
+    with pytest.raises(ValueError, match=r"`verbose` of MCPredictor.predict"):
+        p.predict(X, verbose=2)
+    with pytest.raises(ValueError, match=r"`batch_size` of MCPredictor.predict"):
+        p.predict(X, batch_size=0)
+
+
+def test_task_detection(bn_model):
+    assert kreg.MCPredictor(bn_model).resolved_task == "classification"
+    sig = keras.Sequential([keras.Input((3,)), kreg.layers.Dropout(0.5),
+                            keras.layers.Dense(1, activation="sigmoid")])
+    p = kreg.MCPredictor(sig, samples=4)
+    assert (p.resolved_task, p.activation) == ("classification", "sigmoid")
+    out = p.predict(np.ones((5, 3), "float32"), verbose=0)
+    assert out.entropy.shape == (5,)
+    assert kreg.MCPredictor(sig, task="regression").resolved_task == "regression"
+
+
+def test_progress_bar_and_chunking_shapes(bn_model, capsys):
+    p = kreg.MCPredictor(bn_model, samples=5, seed=0, max_batch=16)
+    out = p.predict(X, batch_size=8, verbose=1, return_samples=True)
+    assert out.samples.shape == (5, 40, 3)
+    assert "pass" in capsys.readouterr().out
+
+
+# -- uncertainty identities and metrics ---------------------------------------
+def test_uncertainty_identities_on_random_softmax_samples():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(30, 50, 4)) * 2
+    p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    pred = kreg.MCPrediction(p, task="classification")
+    np.testing.assert_allclose(pred.entropy,
+                               pred.expected_entropy + pred.mutual_information,
+                               atol=1e-12)
+    assert np.all(pred.mutual_information >= 0)
+    mean = p.mean(0)
+    np.testing.assert_allclose(pred.entropy, -(mean * np.log(mean)).sum(-1))
+    np.testing.assert_allclose(pred.expected_entropy,
+                               -(p * np.log(p)).sum(-1).mean(0))
+    np.testing.assert_allclose(pred.variance, p.var(0))
+    modal = np.array([np.bincount(p[:, i].argmax(-1), minlength=4).max()
+                      for i in range(50)])
+    np.testing.assert_allclose(pred.variation_ratio, 1 - modal / 30)
+
+
+def test_aleatoric_zero_for_one_hot_samples():
+    labels = np.random.default_rng(1).integers(0, 3, size=(10, 6))
+    pred = kreg.MCPrediction(np.eye(3)[labels], task="classification")
+    np.testing.assert_allclose(pred.expected_entropy, 0.0, atol=1e-12)
+    np.testing.assert_allclose(pred.mutual_information, pred.entropy)
+
+
+def test_regression_log_likelihood_equals_gal_formula():
+    rng = np.random.default_rng(2)
+    t, n, tau = 25, 7, 3.5
+    draws = rng.normal(size=(t, n, 2))
+    y = rng.normal(size=(n, 2))
+    ll = gaussian_log_likelihood(draws, y, tau)
+    for i in range(n):
+        sq = ((draws[:, i] - y[i]) ** 2).sum(-1)
+        expected = (np.log(np.mean(np.exp(-0.5 * tau * sq)))
+                    - np.log(2 * np.pi) + np.log(tau))  # D = 2
+        np.testing.assert_allclose(ll[i], expected, rtol=1e-10)
+    pred = kreg.MCPrediction(draws, task="regression")
+    np.testing.assert_allclose(pred.predictive_variance(tau), draws.var(0) + 1 / tau)
+
+
+def test_evaluate_reports_mc_next_to_deterministic(bn_model):
+    y = np.random.default_rng(0).integers(0, 3, size=40)
+    res = kreg.MCPredictor(bn_model, samples=10, seed=0).evaluate(X, y, verbose=0)
+    assert set(res["mc"]) == set(res["deterministic"]) == {"nll", "accuracy",
+                                                           "brier", "ece"}
+    det = bn_model.predict(X, verbose=0)
+    np.testing.assert_allclose(res["deterministic"]["nll"],
+                               -np.log(det[np.arange(40), y]).mean(), rtol=1e-5)
+    np.testing.assert_allclose(res["deterministic"]["accuracy"],
+                               (det.argmax(1) == y).mean())
+    np.testing.assert_allclose(res["deterministic"]["brier"],
+                               ((det - np.eye(3)[y]) ** 2).sum(1).mean(), rtol=1e-5)
+
+
+def test_expected_calibration_error_by_hand():
+    from kreg.mc.metrics import expected_calibration_error
+
+    conf = np.array([0.95, 0.95, 0.55, 0.55, 0.55, 0.55])
+    correct = np.array([1, 0, 1, 1, 1, 0])
+    # Bin (0.9,1]: acc .5 conf .95 -> 2/6 * .45; bin (0.5,.6]: acc .75 conf .55.
+    expected = 2 / 6 * 0.45 + 4 / 6 * 0.2
+    assert expected_calibration_error(conf, correct, bins=10) == pytest.approx(expected)
+
+
+def test_covariance_needs_joint_samples():
+    pred = kreg.MCPrediction(np.zeros((3, 4, 1)), task="regression")
+    with pytest.raises(ValueError, match=r"expected joint samples"):
+        pred.covariance()
+
+
+# -- convert_dropout --------------------------------------------------------
+def test_convert_dropout_sequential_and_functional_keep_weights():
+    keras.utils.set_random_seed(0)
+    seq = keras.Sequential([
+        keras.Input((10, 4)), keras.layers.Conv1D(6, 3), keras.layers.SpatialDropout1D(0.3),
+        keras.layers.Flatten(), keras.layers.Dense(8), keras.layers.Dropout(0.4, seed=1),
+        keras.layers.Dense(2, activation="softmax")])
+    inp = keras.Input((6, 6, 2))
+    h = keras.layers.Conv2D(3, 3)(inp)
+    h = keras.layers.SpatialDropout2D(0.25)(h)
+    h = keras.layers.Flatten()(h)
+    h = keras.layers.Dropout(0.5, noise_shape=(None, 1))(h)
+    fun = keras.Model(inp, keras.layers.Dense(1)(h))
+    for model, x in ((seq, np.ones((3, 10, 4), "float32")),
+                     (fun, np.ones((3, 6, 6, 2), "float32"))):
+        conv = kreg.convert_dropout(model)
+        assert type(conv) is type(model)
+        for a, b in zip(model.get_weights(), conv.get_weights()):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(model.predict(x, verbose=0),
+                                      conv.predict(x, verbose=0))
+        kreg_drops = [lyr for lyr in conv.layers if isinstance(lyr, kreg.layers.Dropout)]
+        assert len(kreg_drops) == 2
+        assert not any(type(lyr) is keras.layers.Dropout for lyr in conv.layers)
+        kreg.MCPredictor(conv, samples=3).predict(x, verbose=0)
+    drops = {lyr.name: lyr for lyr in kreg.convert_dropout(seq).layers
+             if isinstance(lyr, kreg.layers.Dropout)}
+    assert sorted((d.rate, d.noise_shape) for d in drops.values()) == [
+        (0.3, (None, 1, None)), (0.4, None)]
+    fdrops = [lyr for lyr in kreg.convert_dropout(fun).layers
+              if isinstance(lyr, kreg.layers.Dropout)]
+    assert sorted((d.rate, d.noise_shape) for d in fdrops) == [
+        (0.25, (None, 1, 1, None)), (0.5, (None, 1))]
+
+
+def test_convert_dropout_rejects_subclassed_models():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(1)
+
+        def call(self, x):
+            return self.d(x)
+
+    net = Net()
+    net(X)
+    with pytest.raises(TypeError, match=r"subclassed model.*Replace "
+                       r"keras.layers.Dropout with kreg.layers.Dropout"):
+        kreg.convert_dropout(net)

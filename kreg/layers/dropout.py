@@ -113,20 +113,25 @@ class Dropout(StochasticLayer):
         if ctx is not None:
             return self._sample(inputs, ctx)
         if training:
-            out = keras.random.dropout(
-                inputs, self.rate, noise_shape=self.noise_shape,
-                seed=self.training_seed(),
-            )
-            if self.scaling == "test_time":
-                # Vanilla dropout keeps units unscaled: exactly r * x.
-                out = ops.where(out != 0, inputs, ops.zeros_like(inputs))
-            return out
+            return self._drop(inputs, self.noise_shape, self.training_seed())
         if self.scaling == "test_time":
             return inputs * ops.cast(self.keep_prob, inputs.dtype)
         return inputs
 
+    def _drop(self, inputs, noise_shape, seed):
+        """`keras.random.dropout` with this layer's scaling rule."""
+        out = keras.random.dropout(inputs, self.rate, noise_shape=noise_shape,
+                                   seed=seed)
+        if self.scaling == "test_time":
+            # Vanilla dropout keeps units unscaled: exactly r * x.
+            out = ops.where(out != 0, inputs, ops.zeros_like(inputs))
+        return out
+
     def _sample(self, inputs, ctx):
         """One Monte Carlo draw per tiled sample (see `SamplingContext`)."""
+        if not ctx.joint and (self.noise_shape is None or self.noise_shape[0] is None):
+            # Per-row masks: rows of different samples are independent already.
+            return self._drop(inputs, self.noise_shape, ctx.seed_for(self))
         t = ctx.tiles
         shape = ops.shape(inputs)
         per_sample = (-1,) + tuple(shape[1:])
@@ -141,10 +146,9 @@ class Dropout(StochasticLayer):
             u = ops.slice(u, (ctx.sample_offset,) + (0,) * (len(full) - 1),
                           (t,) + full[1:])
         else:
-            batch = ops.shape(x)[1] if self.noise_shape is None or \
-                self.noise_shape[0] is None else noise[0]
-            u = keras.random.uniform((t, batch) + tuple(noise[1:]), seed=seed,
-                                     dtype="float32")
+            # A mask shared by the inputs of a sample (noise_shape[0] fixed):
+            # one per sample, so samples stay independent.
+            u = keras.random.uniform((t,) + tuple(noise), seed=seed, dtype="float32")
         mask = ops.cast(u < self.keep_prob, inputs.dtype)
         if self.scaling == "inverted":
             mask = mask / ops.cast(self.keep_prob, inputs.dtype)

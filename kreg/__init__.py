@@ -4,10 +4,11 @@
 `.keras` files holding them load with `keras.models.load_model`.
 """
 
+from kreg import callbacks
 from kreg import initializers
 from kreg import layers
 from kreg import regularizers
 
 __version__ = "0.1.0"
 
-__all__ = ["initializers", "layers", "regularizers", "__version__"]
+__all__ = ["callbacks", "initializers", "layers", "regularizers", "__version__"]

@@ -322,8 +322,9 @@ class EarlyStopping(keras.callbacks.Callback):
     >>> es.on_train_end()
     >>> es.stop_reason, es.stopped_epoch, es.best_epoch, es.best_value
     ('patience', 3, 1, 0.8)
-    >>> es.summary()
-    'EarlyStopping: stopped at epoch 4: no improvement in val_loss for 2 epochs (patience=2); best val_loss=0.8 at epoch 2.'
+    >>> print(es.summary())  # doctest: +NORMALIZE_WHITESPACE
+    EarlyStopping: stopped at epoch 4: no improvement in val_loss for 2
+    epochs (patience=2); best val_loss=0.8 at epoch 2.
 
     Prechelt's GL_5 stops at the first epoch more than 5% above the best:
 

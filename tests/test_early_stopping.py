@@ -144,7 +144,7 @@ def test_gl_stops_at_first_epoch_above_alpha():
     es = EarlyStopping(criterion="gl", alpha=5.0)
     model = drive(es, [1.0, 0.8, 0.82, 0.86, 0.5])
     assert (es.stop_reason, es.stopped_epoch, es.best_epoch) == ("gl", 3, 1)
-    assert es._last_criterion_value == pytest.approx(7.5)
+    assert es.criterion_value == pytest.approx(7.5)
     assert restored_epoch(model) == 1
     # GL_10 does not stop there and reaches the new best.
     es10 = EarlyStopping(criterion="gl", alpha=10.0)
@@ -179,7 +179,7 @@ def test_pq_only_at_strip_ends():
     gl = 100 * (1.6 / 1.4 - 1)
     pk = 1000 * ((1.0 + 0.99 + 0.98) / (3 * 0.98) - 1)
     assert (es.stop_reason, es.stopped_epoch, es.best_epoch) == ("pq", 8, 3)
-    assert es._last_criterion_value == pytest.approx(gl / pk)
+    assert es.criterion_value == pytest.approx(gl / pk)
     assert restored_epoch(model) == 3
     # A threshold just above e5's quotient and below e8's stops at e8 too,
     # one just below e5's stops at e5.
@@ -356,8 +356,9 @@ def test_thresholds_must_be_ordered_for_the_direction():
                       divergence_threshold=0.5)
     es = EarlyStopping(monitor="val_auc", stopping_threshold=0.5,
                        divergence_threshold=0.9)
+    es.on_train_begin()
     with pytest.raises(ValueError, match="a value smaller than"):
-        es.on_train_begin()
+        es.on_epoch_end(0, {"val_auc": 0.7})
 
 
 # ----------------------------------------------------------------------------
@@ -469,15 +470,17 @@ class _Container:  # like Keras's CompileMetrics
         self.metrics = metrics
 
 
-def test_mode_auto_unknown_name_error_at_train_begin():
+def test_mode_auto_unknown_name_error_at_first_epoch_end():
     es = EarlyStopping(monitor="val_lr")  # construction is fine
     es.set_model(FakeModel())
+    es.on_train_begin()
+    # The direction is decided before the (missing) metric is looked up.
     with pytest.raises(ValueError, match=(
             r"Invalid value for argument `mode` of EarlyStopping: expected "
             r"'min' or 'max': mode='auto' cannot tell whether "
             r"monitor='val_lr' should be minimized or maximized .*"
             r"Received: mode='auto'")):
-        es.on_train_begin()
+        es.on_epoch_end(0, {"loss": 1.0})
 
 
 def test_mode_auto_uses_the_declared_metric_direction():
@@ -490,6 +493,41 @@ def test_mode_auto_uses_the_declared_metric_direction():
     es = EarlyStopping(monitor="error_rate", patience=0)
     drive(es, [0.5, 0.6, 0.55], monitor="error_rate", model=model)
     assert es.best_epoch == 1
+
+
+class Goodness(keras.metrics.Mean):
+    """Minus the mean squared error: a custom metric to maximize."""
+
+    def __init__(self, name="goodness", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self._direction = "up"
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(
+            -keras.ops.mean(keras.ops.square(y_true - y_pred)))
+
+
+def test_mode_auto_with_a_compiled_custom_metric_in_fit():
+    x, y, xv, yv = _tiny_regression()
+    model = _compiled_model(metrics=[Goodness()])
+    es = EarlyStopping(monitor="val_goodness", patience=2)
+    history = _fit(model, x, y, xv, yv, [es])
+    assert es._sign == -1.0
+    val = history.history["val_goodness"]
+    assert es.best_epoch == int(np.argmax(val))
+    assert es.stop_reason == "patience"
+
+
+def test_set_state_checks_the_direction():
+    es = EarlyStopping(monitor="val_accuracy")
+    drive(es, [0.5, 0.6], monitor="val_accuracy")
+    state = es.get_state()
+    with pytest.raises(ValueError, match="same direction"):
+        EarlyStopping(monitor="val_accuracy", mode="min").set_state(state)
+    other = EarlyStopping(monitor="val_accuracy")
+    other.set_state(state)
+    drive(other, [0.7], monitor="val_accuracy", first_epoch=2)
+    assert other.best_epoch == 2
 
 
 # ----------------------------------------------------------------------------
@@ -710,12 +748,12 @@ class WeightsRecorder(keras.callbacks.Callback):
         self.weights[epoch] = self.model.get_weights()
 
 
-def _compiled_model():
+def _compiled_model(metrics=None):
     keras.utils.set_random_seed(1)
     model = keras.Sequential([
         keras.Input((2,)),
         keras.layers.Dense(1, kernel_initializer="zeros", name="dense")])
-    model.compile(keras.optimizers.SGD(0.1), "mse")
+    model.compile(keras.optimizers.SGD(0.1), "mse", metrics=metrics)
     return model
 
 

@@ -112,6 +112,30 @@ def test_patience_matches_keras(case):
     assert ours.stop_reason == ("patience" if keras_stopped else "completed")
 
 
+def test_patience_matches_keras_on_random_curves():
+    rng = np.random.default_rng(42)
+    for _ in range(150):
+        n = int(rng.integers(1, 12))
+        mode = str(rng.choice(["min", "max"]))
+        walk = np.cumsum(rng.normal(0.0, 0.1, n)) + 1.0
+        curve = [float(x) for x in walk]
+        kw = dict(patience=int(rng.integers(0, 4)), mode=mode,
+                  min_delta=float(rng.choice([0.0, rng.uniform(0, 0.1)])),
+                  start_from_epoch=int(rng.integers(0, 3)))
+        if rng.random() < 0.3:
+            kw["baseline"] = float(rng.uniform(0.7, 1.3))
+        ours = EarlyStopping(monitor="m", **kw)
+        theirs = keras.callbacks.EarlyStopping(
+            monitor="m", restore_best_weights=True, **kw)
+        m1 = drive(ours, curve, monitor="m")
+        m2 = drive(theirs, curve, monitor="m")
+        keras_stopped = theirs.stopped_epoch or None
+        assert ours.stopped_epoch == keras_stopped, (curve, kw)
+        if ours.best_epoch is not None:
+            assert ours.best_epoch == theirs.best_epoch, (curve, kw)
+        assert restored_epoch(m1) == restored_epoch(m2), (curve, kw)
+
+
 def test_patience_hand_computed():
     es = EarlyStopping(patience=2)
     model = drive(es, [1.0, 0.8, 0.9, 0.85, 0.7])
@@ -762,14 +786,20 @@ def _fit(model, x, y, xv, yv, callbacks):
                      shuffle=False, verbose=0, callbacks=callbacks)
 
 
-def test_fit_restores_best_epoch_weights_exactly(tmp_path):
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """One uninterrupted fit with patience=2 and a checkpoint."""
+    path = tmp_path_factory.mktemp("reference") / "best.weights.h5"
     x, y, xv, yv = _tiny_regression()
     model = _compiled_model()
-    path = tmp_path / "best.weights.h5"
     es = EarlyStopping(patience=2, checkpoint_path=path)
     rec = WeightsRecorder()
     history = _fit(model, x, y, xv, yv, [rec, es])
-    val = history.history["val_loss"]
+    return model, es, rec, history.history["val_loss"], path
+
+
+def test_fit_restores_best_epoch_weights_exactly(reference_run):
+    model, es, rec, val, path = reference_run
     assert es.stop_reason == "patience"
     assert es.stopped_epoch == len(val) - 1
     assert es.best_epoch == int(np.argmin(val)) > 0
@@ -782,7 +812,7 @@ def test_fit_restores_best_epoch_weights_exactly(tmp_path):
     other.load_weights(path)
     for got, want in zip(other.get_weights(), rec.weights[es.best_epoch]):
         np.testing.assert_array_equal(got, want)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.weights.h5"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["best.weights.h5"]
 
 
 class StopAt(keras.callbacks.Callback):
@@ -795,13 +825,11 @@ class StopAt(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def test_fit_external_stop_and_resume_with_backup_and_restore(tmp_path):
+def test_fit_external_stop_and_resume_with_backup_and_restore(
+        tmp_path, reference_run):
     x, y, xv, yv = _tiny_regression()
-    # Reference: an uninterrupted run.
-    model = _compiled_model()
-    ref = EarlyStopping(patience=2)
-    hist = _fit(model, x, y, xv, yv, [ref])
-    n_ref = len(hist.history["val_loss"])
+    _, ref, _, ref_val, _ = reference_run
+    n_ref = len(ref_val)
     assert ref.stop_reason == "patience" and n_ref > 4
 
     # Another callback stops training (listed after ours): still restored.

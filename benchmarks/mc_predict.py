@@ -46,7 +46,6 @@ def build(seed=0):
 
 
 def run_speed(repeats=5):
-    import keras
     import numpy as np
     from keras import ops
 

@@ -4,6 +4,7 @@
 `.keras` files holding them load with `keras.models.load_model`.
 """
 
+from kreg import callbacks
 from kreg import initializers
 from kreg import layers
 from kreg import regularizers
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MCPrediction",
     "MCPredictor",
+    "callbacks",
     "convert_dropout",
     "initializers",
     "layers",

@@ -1,0 +1,952 @@
+"""Tests of kreg.callbacks.EarlyStopping.
+
+Most tests drive the hooks with scripted curves and a stand-in model whose
+"weights" are the epoch index, so that restoring can be checked exactly and no
+training runs. A few small real `fit` runs check the integration, and one test
+SIGKILLs a training subprocess to check the on-disk checkpoint.
+"""
+
+import inspect
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import kreg
+from kreg.callbacks import EarlyStopping
+from kreg.callbacks.early_stopping import STOP_REASONS
+from kreg.callbacks.early_stopping import direction_from_name
+from kreg.callbacks.early_stopping import generalization_loss
+from kreg.callbacks.early_stopping import training_progress
+
+NAN = float("nan")
+
+
+class FakeModel:
+    """Just enough of a model: weights, stop_training, metrics."""
+
+    def __init__(self, metrics=()):
+        self.stop_training = False
+        self.metrics = list(metrics)
+        self.weights = [np.zeros(1)]
+
+    def get_weights(self):
+        return [w.copy() for w in self.weights]
+
+    def set_weights(self, weights):
+        self.weights = [np.array(w) for w in weights]
+
+
+def drive(cb, val, train=None, *, monitor="val_loss", model=None,
+          first_epoch=0, begin=True, end=True, stop_at=None):
+    """Run one scripted 'fit': weights at epoch e are [e]; returns the model.
+
+    `stop_at`: an epoch at whose end another callback sets stop_training.
+    """
+    model = model or FakeModel()
+    cb.set_model(model)
+    if begin:
+        model.stop_training = False
+        cb.on_train_begin()
+    for i, value in enumerate(val):
+        epoch = first_epoch + i
+        model.weights = [np.full(1, float(epoch))]
+        logs = {"loss": 1.0 if train is None else train[i]}
+        if value is not None:
+            logs[monitor] = value
+        cb.on_epoch_end(epoch, logs)
+        if stop_at is not None and epoch == stop_at:
+            model.stop_training = True
+        if model.stop_training:
+            break
+    if end:
+        cb.on_train_end()
+    return model
+
+
+def restored_epoch(model):
+    return int(model.weights[0][0])
+
+
+# ----------------------------------------------------------------------------
+# Keras parity: the same curves through keras.callbacks.EarlyStopping.
+KERAS_CASES = [
+    dict(val=[1.0, 0.8, 0.9, 0.85, 0.7, 0.75], kw=dict(patience=0)),
+    dict(val=[1.0, 0.8, 0.9, 0.85, 0.7, 0.75], kw=dict(patience=1)),
+    dict(val=[1.0, 0.8, 0.9, 0.85, 0.7, 0.75, 0.8, 0.9], kw=dict(patience=2)),
+    dict(val=[1.0, 0.95, 0.94, 0.93, 0.9, 0.85],
+         kw=dict(patience=1, min_delta=0.02)),
+    dict(val=[0.5, 0.6, 0.55, 0.7, 0.65, 0.6],
+         kw=dict(patience=1, mode="max", min_delta=0.01), monitor="val_acc"),
+    dict(val=[1.0, 0.9, 0.8, 0.7, 0.6, 0.65, 0.7],
+         kw=dict(patience=2, baseline=0.5)),
+    dict(val=[1.0, 0.9, 0.8, 0.4, 0.5, 0.6, 0.7],
+         kw=dict(patience=2, baseline=0.5)),
+    dict(val=[0.5, 0.4, 1.0, 0.9, 1.1, 1.2, 1.3],
+         kw=dict(patience=1, start_from_epoch=2)),
+    dict(val=[1.0, 1.0, 1.0, 1.0], kw=dict(patience=2)),
+    dict(val=[0.3, 0.2, 0.1], kw=dict(patience=0)),
+]
+
+
+@pytest.mark.parametrize("case", KERAS_CASES)
+def test_patience_matches_keras(case):
+    monitor = case.get("monitor", "val_loss")
+    ours = EarlyStopping(monitor=monitor, **case["kw"])
+    theirs = keras.callbacks.EarlyStopping(
+        monitor=monitor, restore_best_weights=True, **case["kw"])
+    m1 = drive(ours, case["val"], monitor=monitor)
+    m2 = drive(theirs, case["val"], monitor=monitor)
+    keras_stopped = theirs.stopped_epoch if theirs.stopped_epoch > 0 else None
+    assert ours.stopped_epoch == keras_stopped
+    assert ours.best_epoch == theirs.best_epoch
+    assert restored_epoch(m1) == restored_epoch(m2) == ours.best_epoch
+    assert ours.stop_reason == ("patience" if keras_stopped else "completed")
+
+
+def test_patience_matches_keras_on_random_curves():
+    rng = np.random.default_rng(42)
+    for _ in range(150):
+        n = int(rng.integers(1, 12))
+        mode = str(rng.choice(["min", "max"]))
+        walk = np.cumsum(rng.normal(0.0, 0.1, n)) + 1.0
+        curve = [float(x) for x in walk]
+        kw = dict(patience=int(rng.integers(0, 4)), mode=mode,
+                  min_delta=float(rng.choice([0.0, rng.uniform(0, 0.1)])),
+                  start_from_epoch=int(rng.integers(0, 3)))
+        if rng.random() < 0.3:
+            kw["baseline"] = float(rng.uniform(0.7, 1.3))
+        ours = EarlyStopping(monitor="m", **kw)
+        theirs = keras.callbacks.EarlyStopping(
+            monitor="m", restore_best_weights=True, **kw)
+        m1 = drive(ours, curve, monitor="m")
+        m2 = drive(theirs, curve, monitor="m")
+        keras_stopped = theirs.stopped_epoch or None
+        assert ours.stopped_epoch == keras_stopped, (curve, kw)
+        if ours.best_epoch is not None:
+            assert ours.best_epoch == theirs.best_epoch, (curve, kw)
+        assert restored_epoch(m1) == restored_epoch(m2), (curve, kw)
+
+
+def test_patience_hand_computed():
+    es = EarlyStopping(patience=2)
+    model = drive(es, [1.0, 0.8, 0.9, 0.85, 0.7])
+    assert (es.stop_reason, es.stopped_epoch, es.best_epoch) == ("patience", 3, 1)
+    assert es.best_value == 0.8
+    assert restored_epoch(model) == 1
+    assert model.stop_training
+
+
+# ----------------------------------------------------------------------------
+# Prechelt's criteria on hand-computed curves.
+def test_gl_and_pk_formulas():
+    # GL(t) = 100 (E_va / E_opt - 1); P_k = 1000 (sum / (k min) - 1).
+    assert generalization_loss(0.86, 0.8) == pytest.approx(7.5)
+    assert generalization_loss(0.8, 0.8) == 0.0
+    assert generalization_loss(0.0, 0.0) == 0.0
+    assert generalization_loss(0.1, 0.0) == math.inf
+    strip = [1.0, 0.99, 0.98]
+    paper = 1000 * (sum(strip) / (len(strip) * min(strip)) - 1)
+    assert training_progress(strip) == pytest.approx(paper)
+    assert training_progress([2.0, 2.0]) == 0.0
+    assert training_progress([0.0, 0.0]) == 0.0
+    assert training_progress([0.0, 1.0]) == math.inf
+    # Negated (maximized) values keep a positive relative loss.
+    assert generalization_loss(-0.9, -0.95) == pytest.approx(100 * 0.05 / 0.95)
+
+
+def test_gl_stops_at_first_epoch_above_alpha():
+    # GL: e0 0, e1 0, e2 2.5, e3 7.5 > 5.
+    es = EarlyStopping(criterion="gl", alpha=5.0)
+    model = drive(es, [1.0, 0.8, 0.82, 0.86, 0.5])
+    assert (es.stop_reason, es.stopped_epoch, es.best_epoch) == ("gl", 3, 1)
+    assert es.criterion_value == pytest.approx(7.5)
+    assert restored_epoch(model) == 1
+    # GL_10 does not stop there and reaches the new best.
+    es10 = EarlyStopping(criterion="gl", alpha=10.0)
+    model = drive(es10, [1.0, 0.8, 0.82, 0.86, 0.5])
+    assert es10.stop_reason == "completed"
+    assert es10.stopped_epoch is None
+    assert restored_epoch(model) == 4
+
+
+def test_gl_default_alpha_is_gl5_and_counts_from_start_epoch():
+    es = EarlyStopping(criterion="gl", start_from_epoch=2)
+    assert es.alpha == 5.0
+    # Epochs 0-1 are ignored: E_opt starts at 1.0 (epoch 2).
+    drive(es, [0.1, 0.1, 1.0, 1.04, 1.06])
+    assert (es.stop_reason, es.stopped_epoch, es.best_epoch) == ("gl", 4, 2)
+
+
+PQ_TRAIN = [3.0, 2.0, 1.5, 1.2, 1.1, 1.0, 1.0, 0.99, 0.98]
+PQ_VAL = [3.0, 2.0, 1.5, 1.4, 1.45, 1.5, 1.7, 1.7, 1.6]
+
+
+def test_pq_only_at_strip_ends():
+    # Strips of 3: ends at epochs 2, 5, 8.
+    #   e2: GL = 0 -> quotient 0.
+    #   e5: GL = 100 (1.5/1.4 - 1) = 7.14; P_3 = 1000 (3.3 / 3 - 1) = 100;
+    #       quotient 0.0714 <= 0.5.
+    #   e6, e7: GL = 21.4 but not strip ends.
+    #   e8: GL = 100 (1.6/1.4 - 1) = 14.29; P_3 = 1000 (2.97/(3*0.98) - 1)
+    #       = 10.20; quotient 1.4 > 0.5 -> stop.
+    es = EarlyStopping(criterion="pq", alpha=0.5, strip=3)
+    model = drive(es, PQ_VAL, PQ_TRAIN)
+    gl = 100 * (1.6 / 1.4 - 1)
+    pk = 1000 * ((1.0 + 0.99 + 0.98) / (3 * 0.98) - 1)
+    assert (es.stop_reason, es.stopped_epoch, es.best_epoch) == ("pq", 8, 3)
+    assert es.criterion_value == pytest.approx(gl / pk)
+    assert restored_epoch(model) == 3
+    # A threshold just above e5's quotient and below e8's stops at e8 too,
+    # one just below e5's stops at e5.
+    q5 = (100 * (1.5 / 1.4 - 1)) / (1000 * (3.3 / 3 - 1))
+    es = EarlyStopping(criterion="pq", alpha=q5 * 0.99, strip=3)
+    drive(es, PQ_VAL, PQ_TRAIN)
+    assert es.stopped_epoch == 5
+
+
+def test_pq_reads_train_monitor_and_default_alpha():
+    es = EarlyStopping(criterion="pq", strip=3, train_monitor="train_err")
+    assert es.alpha == 2.0
+    model = FakeModel()
+    es.set_model(model)
+    es.on_train_begin()
+    with pytest.raises(ValueError, match="Invalid value for argument "
+                       "`train_monitor` of EarlyStopping.*'val_loss', 'loss'"):
+        es.on_epoch_end(0, {"val_loss": 1.0, "loss": 1.0})
+
+
+def test_pq_zero_progress_stops_when_gl_positive():
+    es = EarlyStopping(criterion="pq", alpha=3.0, strip=2)
+    drive(es, [1.0, 1.0, 1.0, 1.1], [0.5, 0.5, 0.5, 0.5])
+    # e1: GL 0, P 0 -> 0; e3: GL 10, P 0 -> inf.
+    assert (es.stop_reason, es.stopped_epoch) == ("pq", 3)
+
+
+UP_VAL = [5.0, 4.0, 3.0, 3.5, 3.6, 3.7, 3.8, 3.9, 4.0, 4.1]
+
+
+@pytest.mark.parametrize("s,stop", [(1, 5), (2, 7), (3, 9), (4, None)])
+def test_up_successive_strips(s, stop):
+    # Strips of 2, ends at e1 (4.0), e3 (3.5, down), e5 (3.7, up), e7 (3.9, up),
+    # e9 (4.1, up).
+    es = EarlyStopping(criterion="up", strip=2, successive_strips=s)
+    model = drive(es, UP_VAL)
+    assert es.stopped_epoch == stop
+    assert es.stop_reason == ("up" if stop else "completed")
+    assert es.best_epoch == 2
+    assert restored_epoch(model) == 2
+
+
+def test_up_counter_resets_on_a_decrease():
+    # Strip ends (k=1): 2 up, 1 down, then 2 up: UP_3 never fires.
+    val = [1.0, 1.1, 1.2, 1.15, 1.3, 1.4]
+    es = EarlyStopping(criterion="up", strip=1, successive_strips=3)
+    drive(es, val)
+    assert es.stop_reason == "completed"
+    es = EarlyStopping(criterion="up", strip=1, successive_strips=2)
+    drive(es, val)
+    assert es.stopped_epoch == 2
+    assert es.successive_strips == 2
+    assert EarlyStopping(criterion="up").successive_strips == 3
+
+
+def test_prechelt_with_mode_max_negates():
+    # Accuracy 0.95 then 0.9: the error rose 5.26% relative.
+    es = EarlyStopping(monitor="val_accuracy", criterion="gl", alpha=5.0)
+    drive(es, [0.9, 0.95, 0.92, 0.9], monitor="val_accuracy")
+    assert (es.stopped_epoch, es.best_epoch, es.best_value) == (3, 1, 0.95)
+    es = EarlyStopping(monitor="val_accuracy", criterion="up", strip=1,
+                       successive_strips=2)
+    drive(es, [0.9, 0.95, 0.92, 0.9], monitor="val_accuracy")
+    assert es.stopped_epoch == 3
+
+
+# ----------------------------------------------------------------------------
+# Lightning's additions, relative min_delta, baseline, start_from_epoch.
+@pytest.mark.parametrize("criterion,kw", [
+    ("patience", dict(patience=5)), ("gl", {}),
+    ("pq", dict(strip=1)), ("up", dict(strip=1))])
+@pytest.mark.parametrize("bad", [NAN, float("inf")])
+def test_non_finite_stops_and_restores_best(criterion, kw, bad):
+    es = EarlyStopping(criterion=criterion, **kw)
+    model = drive(es, [1.0, 0.9, bad, 0.8], [2.0, 1.9, 1.8, 1.7])
+    assert (es.stop_reason, es.stopped_epoch, es.best_epoch) == \
+        ("non_finite", 2, 1)
+    assert restored_epoch(model) == 1
+    assert "is not finite" in es.summary()
+
+
+def test_non_finite_training_value_stops_pq():
+    es = EarlyStopping(criterion="pq", strip=2)
+    drive(es, [1.0, 0.9, 0.8], [1.0, NAN, 0.5])
+    assert (es.stop_reason, es.stopped_epoch) == ("non_finite", 1)
+
+
+def test_nan_in_the_middle_without_check_finite_continues():
+    es = EarlyStopping(patience=5, check_finite=False)
+    model = drive(es, [1.0, 0.9, NAN, 0.8, 0.85])
+    assert es.stop_reason == "completed"
+    assert es.best_epoch == 3
+    assert restored_epoch(model) == 3
+    es = EarlyStopping(patience=1, check_finite=False)
+    drive(es, [1.0, 0.9, NAN, 0.8])
+    assert es.stopped_epoch == 2  # NaN is not an improvement (as in Keras)
+
+
+def test_check_finite_applies_during_warm_up():
+    es = EarlyStopping(start_from_epoch=3)
+    drive(es, [1.0, NAN, 0.5])
+    assert (es.stop_reason, es.stopped_epoch, es.best_epoch) == \
+        ("non_finite", 1, None)
+    assert "no epoch was monitored" in es.summary()
+
+
+def test_start_from_epoch_ignores_warm_up():
+    es = EarlyStopping(patience=1, start_from_epoch=2)
+    model = drive(es, [0.5, 0.4, 1.0, 0.9, 1.1, 1.2])
+    assert (es.stopped_epoch, es.best_epoch, es.best_value) == (4, 3, 0.9)
+    assert restored_epoch(model) == 3
+
+
+def test_baseline_restarts_patience_only_when_beaten():
+    # Never beats 0.5: improvements do not reset the count; stops at the
+    # first non-improving epoch once wait >= patience (Keras).
+    es = EarlyStopping(patience=2, baseline=0.5)
+    drive(es, [1.0, 0.9, 0.8, 0.85, 0.6])
+    assert (es.stopped_epoch, es.best_epoch) == (3, 2)
+    # Beats it at e2: counting restarts there.
+    es = EarlyStopping(patience=2, baseline=0.5)
+    drive(es, [1.0, 0.9, 0.4, 0.45, 0.41, 0.42])
+    assert (es.stopped_epoch, es.best_epoch) == (4, 2)
+
+
+def test_relative_min_delta():
+    # Relative 1%: 0.995 is not an improvement on 1.0, 0.985 is (< 0.99);
+    # then 0.98 and 0.976 are not (>= 0.985 * 0.99 = 0.97515).
+    es = EarlyStopping(patience=2, min_delta=0.01, min_delta_mode="relative")
+    model = drive(es, [1.0, 0.995, 0.985, 0.98, 0.976, 0.9])
+    assert (es.stopped_epoch, es.best_epoch) == (4, 2)
+    assert restored_epoch(model) == 2
+    # The same curve with absolute min_delta=0.001 improves at every epoch.
+    es = EarlyStopping(patience=2, min_delta=0.001)
+    drive(es, [1.0, 0.995, 0.985, 0.98, 0.976, 0.9])
+    assert (es.stop_reason, es.best_epoch) == ("completed", 5)
+    # Maximized, negative values: relative to |best|.
+    es = EarlyStopping(monitor="score", mode="max", patience=0, min_delta=0.1,
+                       min_delta_mode="relative")
+    drive(es, [-10.0, -9.5, -8.5], monitor="score")
+    assert (es.stopped_epoch, es.best_epoch) == (1, 0)
+    es = EarlyStopping(monitor="score", mode="max", patience=5, min_delta=0.1,
+                       min_delta_mode="relative")
+    drive(es, [-10.0, -9.5, -8.9], monitor="score")
+    assert es.best_epoch == 2
+
+
+def test_stopping_and_divergence_thresholds():
+    es = EarlyStopping(patience=10, stopping_threshold=0.5)
+    model = drive(es, [1.0, 0.7, 0.5, 0.45, 0.3])
+    assert (es.stop_reason, es.stopped_epoch, es.best_epoch) == \
+        ("stopping_threshold", 3, 3)
+    assert restored_epoch(model) == 3
+    es = EarlyStopping(patience=10, divergence_threshold=2.0)
+    model = drive(es, [1.0, 0.7, 2.0, 2.5, 0.3])
+    assert (es.stop_reason, es.stopped_epoch, es.best_epoch) == \
+        ("divergence_threshold", 3, 1)
+    assert restored_epoch(model) == 1
+    es = EarlyStopping(monitor="val_accuracy", stopping_threshold=0.9,
+                       divergence_threshold=0.2, patience=10)
+    drive(es, [0.5, 0.8, 0.91], monitor="val_accuracy")
+    assert es.stop_reason == "stopping_threshold"
+    es = EarlyStopping(monitor="val_accuracy", stopping_threshold=0.9,
+                       divergence_threshold=0.2, patience=10)
+    drive(es, [0.5, 0.1, 0.91], monitor="val_accuracy")
+    assert (es.stop_reason, es.stopped_epoch) == ("divergence_threshold", 1)
+
+
+def test_thresholds_must_be_ordered_for_the_direction():
+    with pytest.raises(ValueError, match=r"Invalid value for argument "
+                       r"`divergence_threshold` of EarlyStopping: expected a "
+                       r"value greater than stopping_threshold=1\.0"):
+        EarlyStopping(mode="min", stopping_threshold=1.0,
+                      divergence_threshold=0.5)
+    es = EarlyStopping(monitor="val_auc", stopping_threshold=0.5,
+                       divergence_threshold=0.9)
+    es.on_train_begin()
+    with pytest.raises(ValueError, match="a value smaller than"):
+        es.on_epoch_end(0, {"val_auc": 0.7})
+
+
+# ----------------------------------------------------------------------------
+# Exit paths, reuse, strict, mode.
+def test_restores_when_all_epochs_ran():
+    es = EarlyStopping(patience=10)
+    model = drive(es, [1.0, 0.5, 0.7, 0.8])
+    assert (es.stop_reason, es.stopped_epoch) == ("completed", None)
+    assert restored_epoch(model) == 1
+
+
+def test_restores_when_another_callback_stopped():
+    es = EarlyStopping(patience=10)
+    model = drive(es, [1.0, 0.5, 0.7, 0.8, 0.2], stop_at=2)
+    assert (es.stop_reason, es.stopped_epoch, es.best_epoch) == \
+        ("external", 2, 1)
+    assert restored_epoch(model) == 1
+    assert "by another callback" in es.summary()
+
+
+def test_restore_best_weights_false_keeps_last():
+    es = EarlyStopping(patience=0, restore_best_weights=False)
+    model = drive(es, [1.0, 0.5, 0.7])
+    assert es.best_weights is None
+    assert restored_epoch(model) == 2
+
+
+def test_stop_reasons_documented():
+    assert set(STOP_REASONS) == {
+        "patience", "gl", "pq", "up", "stopping_threshold",
+        "divergence_threshold", "non_finite", "external", "completed"}
+    for reason in STOP_REASONS:
+        assert f'`"{reason}"`' in EarlyStopping.__doc__
+
+
+def test_instance_reused_across_runs():
+    es = EarlyStopping(patience=1)
+    drive(es, [1.0, 0.5, 0.7, 0.8])
+    assert (es.stopped_epoch, es.best_epoch) == (2, 1)
+    model = drive(es, [3.0, 2.0, 1.0])
+    assert (es.stop_reason, es.stopped_epoch, es.best_epoch, es.best_value) == \
+        ("completed", None, 2, 1.0)
+    assert es.wait == 0
+    assert restored_epoch(model) == 2
+
+
+def test_verbose_prints_one_line(capsys):
+    es = EarlyStopping(patience=1, verbose=1)
+    drive(es, [1.0, 0.5, 0.7, 0.8])
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    assert out.strip() == (
+        "EarlyStopping: stopped at epoch 3: no improvement in val_loss for 1 "
+        "epochs (patience=1); best val_loss=0.5 at epoch 2, weights restored.")
+    drive(EarlyStopping(patience=1), [1.0, 0.5, 0.7])
+    assert capsys.readouterr().out == ""
+
+
+def test_strict_missing_metric_lists_available_keys():
+    es = EarlyStopping()
+    es.set_model(FakeModel())
+    es.on_train_begin()
+    with pytest.raises(ValueError, match=(
+            r"Invalid value for argument `monitor` of EarlyStopping: expected "
+            r"a key of the epoch logs \(available: 'loss', 'mae'; pass "
+            r"strict=False to skip epochs without it\)\. "
+            r"Received: monitor='val_loss'")):
+        es.on_epoch_end(0, {"loss": 1.0, "mae": 0.5})
+
+
+def test_not_strict_warns_once_and_does_nothing():
+    es = EarlyStopping(strict=False, patience=0)
+    with pytest.warns(UserWarning, match="not in the epoch logs") as record:
+        model = drive(es, [None, None, None])
+    assert len([w for w in record if "epoch logs" in str(w.message)]) == 1
+    assert es.best_epoch is None
+    assert es.stop_reason == "completed"
+    assert not model.stop_training
+    # Missing on some epochs only (e.g. validation_freq=2): the others count.
+    es = EarlyStopping(strict=False, patience=0)
+    with pytest.warns(UserWarning):
+        drive(es, [None, 1.0, None, 1.2])
+    assert (es.best_epoch, es.stopped_epoch) == (1, 3)
+
+
+@pytest.mark.parametrize("name,direction", [
+    ("val_loss", "min"), ("loss", "min"), ("val_mae", "min"),
+    ("val_mean_squared_error", "min"), ("output_1_loss", "min"),
+    ("val_sparse_categorical_crossentropy", "min"), ("kl_divergence", "min"),
+    ("val_accuracy", "max"), ("val_acc", "max"), ("auc_1", "max"),
+    ("val_precision", "max"), ("recall", "max"), ("f1_score", "max"),
+    ("val_top_k_categorical_accuracy", "max"), ("mean_iou", "max"),
+    ("val_accuracy_loss", "min"), ("foo", None), ("val_lr", None),
+    ("accuracy_error", None)])
+def test_direction_from_name(name, direction):
+    assert direction_from_name(name) == direction
+
+
+class _Metric:
+    def __init__(self, name, direction):
+        self.name = name
+        self._direction = direction
+
+
+class _Container:  # like Keras's CompileMetrics
+    name = "compile_metrics"
+
+    def __init__(self, metrics):
+        self.metrics = metrics
+
+
+def test_mode_auto_unknown_name_error_at_first_epoch_end():
+    es = EarlyStopping(monitor="val_lr")  # construction is fine
+    es.set_model(FakeModel())
+    es.on_train_begin()
+    # The direction is decided before the (missing) metric is looked up.
+    with pytest.raises(ValueError, match=(
+            r"Invalid value for argument `mode` of EarlyStopping: expected "
+            r"'min' or 'max': mode='auto' cannot tell whether "
+            r"monitor='val_lr' should be minimized or maximized .*"
+            r"Received: mode='auto'")):
+        es.on_epoch_end(0, {"loss": 1.0})
+
+
+def test_mode_auto_uses_the_declared_metric_direction():
+    model = FakeModel(metrics=[_Container([_Metric("my_score", "up")])])
+    es = EarlyStopping(monitor="val_my_score", patience=0)
+    drive(es, [0.5, 0.6, 0.55], monitor="val_my_score", model=model)
+    assert (es.best_epoch, es.stopped_epoch) == (1, 2)
+    # Declared direction wins over the name.
+    model = FakeModel(metrics=[_Metric("error_rate", "up")])
+    es = EarlyStopping(monitor="error_rate", patience=0)
+    drive(es, [0.5, 0.6, 0.55], monitor="error_rate", model=model)
+    assert es.best_epoch == 1
+
+
+class Goodness(keras.metrics.Mean):
+    """Minus the mean squared error: a custom metric to maximize."""
+
+    def __init__(self, name="goodness", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self._direction = "up"
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(
+            -keras.ops.mean(keras.ops.square(y_true - y_pred)))
+
+
+def test_mode_auto_with_a_compiled_custom_metric_in_fit():
+    x, y, xv, yv = _tiny_regression()
+    model = _compiled_model(metrics=[Goodness()])
+    es = EarlyStopping(monitor="val_goodness", patience=2)
+    history = _fit(model, x, y, xv, yv, [es])
+    assert es._sign == -1.0
+    val = history.history["val_goodness"]
+    assert es.best_epoch == int(np.argmax(val))
+    assert es.stop_reason == "patience"
+
+
+def test_set_state_checks_the_direction():
+    es = EarlyStopping(monitor="val_accuracy")
+    drive(es, [0.5, 0.6], monitor="val_accuracy")
+    state = es.get_state()
+    with pytest.raises(ValueError, match="same direction"):
+        EarlyStopping(monitor="val_accuracy", mode="min").set_state(state)
+    other = EarlyStopping(monitor="val_accuracy")
+    other.set_state(state)
+    drive(other, [0.7], monitor="val_accuracy", first_epoch=2)
+    assert other.best_epoch == 2
+
+
+# ----------------------------------------------------------------------------
+# get_state / set_state.
+RESUME_CASES = [
+    ("patience", dict(patience=3), [1.0, 0.9, 0.95, 0.96, 0.97, 0.98], None),
+    ("patience", dict(patience=2, baseline=0.5),
+     [1.0, 0.9, 0.8, 0.85, 0.6], None),
+    ("gl", dict(alpha=5.0), [1.0, 0.8, 0.82, 0.83, 0.86, 0.5], None),
+    ("pq", dict(alpha=0.5, strip=3), PQ_VAL, PQ_TRAIN),
+    ("up", dict(strip=2, successive_strips=2), UP_VAL, None),
+]
+
+
+@pytest.mark.parametrize("criterion,kw,val,train", RESUME_CASES)
+@pytest.mark.parametrize("split", [1, 3])
+def test_resume_continues_counting(criterion, kw, val, train, split):
+    full = EarlyStopping(criterion=criterion, **kw)
+    drive(full, val, train)
+    assert full.stopped_epoch is not None
+
+    first = EarlyStopping(criterion=criterion, **kw)
+    # The first run "crashes" after `split` epochs (no on_train_end).
+    drive(first, val[:split], None if train is None else train[:split],
+          end=False)
+    state = json.loads(json.dumps(first.get_state(include_weights=True)))
+
+    resumed = EarlyStopping(criterion=criterion, **kw)
+    resumed.set_state(state)
+    model = drive(resumed, val[split:], None if train is None else train[split:],
+                  first_epoch=split)
+    assert resumed.stopped_epoch == full.stopped_epoch
+    assert resumed.stop_reason == full.stop_reason
+    assert resumed.best_epoch == full.best_epoch
+    assert restored_epoch(model) == full.best_epoch
+
+
+def test_resume_without_weights_warns_when_best_is_lost():
+    first = EarlyStopping(patience=3)
+    drive(first, [1.0, 0.5], end=False)
+    resumed = EarlyStopping(patience=3)
+    resumed.set_state(first.get_state())
+    with pytest.warns(UserWarning, match="were lost"):
+        model = drive(resumed, [0.7, 0.8], first_epoch=2)
+    assert resumed.best_epoch == 1
+    assert restored_epoch(model) == 3
+
+
+def test_set_state_is_used_once_then_runs_reset():
+    es = EarlyStopping(patience=3)
+    drive(es, [1.0, 0.5, 0.7])
+    es.set_state(es.get_state(include_weights=True))
+    assert es.wait == 1
+    drive(es, [0.9], first_epoch=3)
+    assert (es.best_epoch, es.wait) == (1, 2)
+    drive(es, [0.9])
+    assert (es.best_epoch, es.wait) == (0, 0)
+
+
+def test_set_state_rejects_other_callbacks_state():
+    state = EarlyStopping(patience=3).get_state()
+    with pytest.raises(ValueError, match="criterion='gl'"):
+        EarlyStopping(criterion="gl").set_state(state)
+    with pytest.raises(ValueError, match="missing keys: \\['wait'\\]"):
+        EarlyStopping().set_state({k: x for k, x in state.items() if k != "wait"})
+    with pytest.raises(TypeError, match="expected a dict from get_state"):
+        EarlyStopping().set_state([1, 2])
+
+
+# ----------------------------------------------------------------------------
+# Construction errors, config.
+ERRORS = [
+    (dict(monitor=3), TypeError,
+     "`monitor` of EarlyStopping: expected a non-empty string. Received: "
+     "monitor=3 (of type int)"),
+    (dict(monitor=""), ValueError, "expected a non-empty string"),
+    (dict(min_delta=-0.1), ValueError,
+     "`min_delta` of EarlyStopping: expected a float in [0, inf). Received: "
+     "min_delta=-0.1"),
+    (dict(min_delta=NAN), ValueError, "Received: min_delta=nan"),
+    (dict(min_delta="0"), TypeError, "Received: min_delta='0'"),
+    (dict(patience=-1), ValueError,
+     "`patience` of EarlyStopping: expected an integer >= 0. Received: "
+     "patience=-1"),
+    (dict(patience=1.5), TypeError, "expected an integer >= 0"),
+    (dict(patience=True), TypeError, "expected an integer >= 0"),
+    (dict(verbose=-1), ValueError, "`verbose` of EarlyStopping"),
+    (dict(mode="minimize"), ValueError,
+     "`mode` of EarlyStopping: expected one of 'auto', 'min', 'max'. "
+     "Received: mode='minimize'"),
+    (dict(baseline=float("inf")), ValueError,
+     "`baseline` of EarlyStopping: expected a finite float or None"),
+    (dict(start_from_epoch=-2), ValueError, "`start_from_epoch`"),
+    (dict(restore_best_weights=1), TypeError,
+     "`restore_best_weights` of EarlyStopping: expected a bool"),
+    (dict(check_finite="yes"), TypeError, "`check_finite`"),
+    (dict(strict=None), TypeError, "`strict`"),
+    (dict(stopping_threshold=NAN), ValueError, "`stopping_threshold`"),
+    (dict(divergence_threshold="1"), TypeError, "`divergence_threshold`"),
+    (dict(criterion="GL"), ValueError,
+     "`criterion` of EarlyStopping: expected one of 'patience', 'gl', 'pq', "
+     "'up'. Received: criterion='GL'"),
+    (dict(criterion="gl", alpha=-1.0), ValueError,
+     "`alpha` of EarlyStopping: expected a finite float >= 0 or None"),
+    (dict(criterion="pq", alpha=NAN), ValueError, "`alpha`"),
+    (dict(alpha=1.0), ValueError,
+     "`alpha` of EarlyStopping: expected None with criterion='patience'"),
+    (dict(criterion="up", alpha=1.0), ValueError, "None with criterion='up'"),
+    (dict(strip=0), ValueError, "`strip` of EarlyStopping: expected an "
+     "integer >= 1"),
+    (dict(criterion="up", successive_strips=0), ValueError,
+     "`successive_strips` of EarlyStopping: expected an integer >= 1"),
+    (dict(criterion="gl", successive_strips=2), ValueError,
+     "`successive_strips` of EarlyStopping: expected None with "
+     "criterion='gl'"),
+    (dict(criterion="gl", patience=3), ValueError,
+     "`patience` of EarlyStopping: expected 0 with criterion='gl'"),
+    (dict(criterion="up", baseline=0.5), ValueError,
+     "`baseline` of EarlyStopping: expected None with criterion='up'"),
+    (dict(train_monitor=None), TypeError, "`train_monitor`"),
+    (dict(min_delta_mode="percent"), ValueError,
+     "`min_delta_mode` of EarlyStopping: expected one of 'absolute', "
+     "'relative'. Received: min_delta_mode='percent'"),
+    (dict(checkpoint_path="best.h5"), ValueError,
+     "`checkpoint_path` of EarlyStopping: expected None or a path ending in "
+     "'.weights.h5'. Received: checkpoint_path='best.h5'"),
+    (dict(checkpoint_path=3), TypeError, "`checkpoint_path`"),
+]
+
+
+@pytest.mark.parametrize("kwargs,exc,message", ERRORS)
+def test_bad_arguments(kwargs, exc, message):
+    with pytest.raises(exc) as info:
+        EarlyStopping(**kwargs)
+    text = str(info.value)
+    assert text.startswith("Invalid value for argument `")
+    assert message in text
+
+
+def test_config_has_every_argument_and_round_trips(tmp_path):
+    es = EarlyStopping(
+        monitor="val_mae", min_delta=0.1, verbose=1, mode="min",
+        start_from_epoch=2, restore_best_weights=False, check_finite=False,
+        stopping_threshold=0.1, divergence_threshold=9.0, strict=False,
+        criterion="pq", alpha=1.5, strip=4, train_monitor="mae",
+        min_delta_mode="relative",
+        checkpoint_path=tmp_path / "best.weights.h5")
+    config = es.get_config()
+    params = set(inspect.signature(EarlyStopping.__init__).parameters) - {"self"}
+    assert set(config) == params
+    assert json.loads(json.dumps(config)) == config
+    assert config["checkpoint_path"] == str(tmp_path / "best.weights.h5")
+    again = EarlyStopping.from_config(config)
+    assert again.get_config() == config
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(es))
+    assert type(restored) is EarlyStopping
+    assert restored.get_config() == config
+    assert keras.saving.get_registered_object("kreg>EarlyStopping") is \
+        EarlyStopping
+    default = EarlyStopping().get_config()
+    assert default["restore_best_weights"] is True
+    assert EarlyStopping.from_config(default).get_config() == default
+
+
+def test_public_names():
+    assert kreg.callbacks.__all__ == ["EarlyStopping", "RegularizationMonitor"]
+    for name in kreg.callbacks.__all__:
+        assert getattr(kreg.callbacks, name).__name__ == name
+    assert "callbacks" in kreg.__all__
+
+
+# ----------------------------------------------------------------------------
+# Checkpoint writes.
+class SavingFakeModel(FakeModel):
+    def __init__(self, fail_after_bytes=None):
+        super().__init__()
+        self.fail_after_bytes = fail_after_bytes
+
+    def save_weights(self, path, overwrite=True):
+        data = np.asarray(self.weights[0]).tobytes() * 100
+        with open(path, "wb") as f:
+            if self.fail_after_bytes is not None:
+                f.write(data[:self.fail_after_bytes])
+                raise OSError("disk full")
+            f.write(data)
+
+
+def test_checkpoint_write_is_atomic_when_a_write_fails(tmp_path):
+    path = tmp_path / "sub" / "best.weights.h5"
+    model = SavingFakeModel()
+    es = EarlyStopping(patience=5, checkpoint_path=path)
+    drive(es, [1.0, 0.5], model=model, end=False)
+    good = path.read_bytes()
+    assert good == np.full(1, 1.0).tobytes() * 100
+    model.fail_after_bytes = 10
+    with pytest.raises(OSError, match="disk full"):
+        drive(es, [0.1], model=model, first_epoch=2, begin=False, end=False)
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in path.parent.iterdir()) == ["best.weights.h5"]
+
+
+def _tiny_regression(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(32, 2)).astype("float32")
+    xv = rng.normal(size=(32, 2)).astype("float32")
+    # Training target y = x.w; validation target half of it, so the
+    # validation loss falls, bottoms out halfway, then rises.
+    w = np.array([[1.0], [-1.0]], "float32")
+    return x, x @ w, xv, 0.5 * (xv @ w)
+
+
+class WeightsRecorder(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.weights = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights[epoch] = self.model.get_weights()
+
+
+def _compiled_model(metrics=None):
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([
+        keras.Input((2,)),
+        keras.layers.Dense(1, kernel_initializer="zeros", name="dense")])
+    model.compile(keras.optimizers.SGD(0.1), "mse", metrics=metrics)
+    return model
+
+
+def _fit(model, x, y, xv, yv, callbacks):
+    return model.fit(x, y, validation_data=(xv, yv), epochs=40, batch_size=32,
+                     shuffle=False, verbose=0, callbacks=callbacks)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """One uninterrupted fit with patience=2 and a checkpoint."""
+    path = tmp_path_factory.mktemp("reference") / "best.weights.h5"
+    x, y, xv, yv = _tiny_regression()
+    model = _compiled_model()
+    es = EarlyStopping(patience=2, checkpoint_path=path)
+    rec = WeightsRecorder()
+    history = _fit(model, x, y, xv, yv, [rec, es])
+    return model, es, rec, history.history["val_loss"], path
+
+
+def test_fit_restores_best_epoch_weights_exactly(reference_run):
+    model, es, rec, val, path = reference_run
+    assert es.stop_reason == "patience"
+    assert es.stopped_epoch == len(val) - 1
+    assert es.best_epoch == int(np.argmin(val)) > 0
+    assert es.best_value == min(val)
+    assert es.best_epoch < es.stopped_epoch
+    for got, want in zip(model.get_weights(), rec.weights[es.best_epoch]):
+        np.testing.assert_array_equal(got, want)
+    # The checkpoint holds the same weights and loads without kreg.
+    other = _compiled_model()
+    other.load_weights(path)
+    for got, want in zip(other.get_weights(), rec.weights[es.best_epoch]):
+        np.testing.assert_array_equal(got, want)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["best.weights.h5"]
+
+
+class StopAt(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.model.stop_training = True
+
+
+def test_fit_external_stop_and_resume_with_backup_and_restore(
+        tmp_path, reference_run):
+    x, y, xv, yv = _tiny_regression()
+    _, ref, _, ref_val, _ = reference_run
+    n_ref = len(ref_val)
+    assert ref.stop_reason == "patience" and n_ref > 4
+
+    # Another callback stops training (listed after ours): still restored.
+    model = _compiled_model()
+    es = EarlyStopping(patience=10)
+    rec = WeightsRecorder()
+    _fit(model, x, y, xv, yv, [rec, es, StopAt(1)])
+    assert (es.stop_reason, es.stopped_epoch) == ("external", 1)
+    for got, want in zip(model.get_weights(), rec.weights[es.best_epoch]):
+        np.testing.assert_array_equal(got, want)
+
+    # A run interrupted after epoch ref.best_epoch + 1, resumed with
+    # BackupAndRestore and the saved state, stops where the reference did.
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == ref.best_epoch + 2:
+                raise RuntimeError("crash")
+
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    model = _compiled_model()
+    es = EarlyStopping(patience=2, checkpoint_path=tmp_path / "b.weights.h5")
+    with pytest.raises(RuntimeError, match="crash"):
+        _fit(model, x, y, xv, yv, [backup, es, Crash()])
+    state = json.loads(json.dumps(es.get_state()))  # weights come from disk
+    model = _compiled_model()
+    es = EarlyStopping(patience=2, checkpoint_path=tmp_path / "b.weights.h5")
+    es.set_state(state)
+    rec = WeightsRecorder()
+    hist = _fit(model, x, y, xv, yv, [backup, rec, es])
+    assert (es.stop_reason, es.stopped_epoch, es.best_epoch) == \
+        (ref.stop_reason, ref.stopped_epoch, ref.best_epoch)
+    assert len(hist.history["val_loss"]) == n_ref - (ref.best_epoch + 2)
+    assert es.best_epoch not in rec.weights  # best came before the resume
+    ref_model_weights = model.get_weights()
+    other = _compiled_model()
+    other.load_weights(tmp_path / "b.weights.h5")
+    for got, want in zip(ref_model_weights, other.get_weights()):
+        np.testing.assert_array_equal(got, want)
+
+
+KILL_SCRIPT = """
+import os, sys, time
+import numpy as np
+import keras
+import kreg
+
+out = sys.argv[1]
+rng = np.random.default_rng(0)
+x = rng.normal(size=(64, 3)).astype("float32")
+y = x @ np.array([[1.0], [-2.0], [0.5]], "float32")
+keras.utils.set_random_seed(0)
+model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+model.compile(keras.optimizers.SGD(0.002), "mse")
+
+
+class Log(keras.callbacks.Callback):
+    # Listed before EarlyStopping: epoch e's weights are on disk before
+    # EarlyStopping can write them as the best.
+    def on_epoch_end(self, epoch, logs=None):
+        tmp = os.path.join(out, "tmp.npz")
+        np.savez(tmp, *self.model.get_weights(), val_loss=logs["val_loss"])
+        os.replace(tmp, os.path.join(out, f"w{epoch:06d}.npz"))
+        time.sleep(0.005)
+
+
+es = kreg.callbacks.EarlyStopping(
+    patience=1000, checkpoint_path=os.path.join(out, "best.weights.h5"))
+model.fit(x, y, validation_data=(x, y), epochs=10**6, batch_size=64,
+          verbose=0, callbacks=[Log(), es])
+"""
+
+
+def test_checkpoint_survives_sigkill(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(KILL_SCRIPT))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)],
+                            env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    ckpt = tmp_path / "best.weights.h5"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail("training subprocess exited early: "
+                            + proc.stderr.read().decode()[-2000:])
+            if ckpt.exists() and len(list(tmp_path.glob("w*.npz"))) >= 10:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("no checkpoint within 120 s")
+        time.sleep(float(np.random.default_rng().uniform(0.0, 0.2)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+
+    epochs = {}
+    for f in sorted(tmp_path.glob("w*.npz")):
+        with np.load(f) as data:
+            epochs[int(f.stem[1:])] = (
+                [data["arr_0"], data["arr_1"]], float(data["val_loss"]))
+    running_best, best = [], math.inf
+    for epoch in sorted(epochs):
+        if epochs[epoch][1] < best:
+            best = epochs[epoch][1]
+            running_best.append(epoch)
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.load_weights(ckpt)
+    got = model.get_weights()
+    matches = [e for e in running_best
+               if all(np.array_equal(a, b) for a, b in zip(got, epochs[e][0]))]
+    assert matches, "checkpoint equals no best epoch's weights"
+    # It is one of the last two bests (the kill may land during a write).
+    assert matches[-1] in running_best[-2:]

@@ -20,7 +20,7 @@ def digits_runs():
     for seed in SEEDS:
         rng = np.random.default_rng(seed)
         idx = rng.permutation(len(x))
-        tr, te = idx[:1200], idx[1200:]
+        tr, te = idx[:1000], idx[1000:]
         keras.utils.set_random_seed(seed)
         model = keras.Sequential([
             keras.Input((64,)),
@@ -31,7 +31,7 @@ def digits_runs():
             keras.layers.Dense(10, activation="softmax"),
         ])
         model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy")
-        model.fit(x[tr], y[tr], epochs=25, batch_size=64, verbose=0)
+        model.fit(x[tr], y[tr], epochs=40, batch_size=64, verbose=0)
         ws_err = 1 - (model.predict(x[te], verbose=0).argmax(1) == y[te]).mean()
         pred = kreg.MCPredictor(model, samples=50, seed=seed).predict(
             x[te], verbose=0, return_samples=True)

@@ -97,14 +97,21 @@ def test_masks_independent_across_samples_and_inputs():
     assert abs(masks.mean() - 0.5) < 5 * 0.5 / math.sqrt(masks.size)
 
 
-def test_masks_independent_across_sample_chunks_with_max_batch():
-    t, n, d = 12, 4, 300
-    pred = kreg.MCPredictor(_drop_only(dims=d), samples=t, seed=2, max_batch=8,
+def test_masks_independent_across_sample_chunks_and_layers_with_max_batch():
+    # Two dropout layers of the same shape on parallel branches, several
+    # sample chunks: no (layer, chunk) pair may reuse another's random stream.
+    t, n, d = 12, 1, 300
+    inp = keras.Input((d,))
+    out = keras.layers.Concatenate()([kreg.layers.Dropout(0.5, seed=0)(inp),
+                                      kreg.layers.Dropout(0.5, seed=0)(inp)])
+    model = keras.Model(inp, out)
+    pred = kreg.MCPredictor(model, samples=t, seed=2, max_batch=2,
                             task="regression").predict(
         np.ones((n, d), "float32"), verbose=0, return_samples=True)
-    masks = (pred.samples > 0).reshape(t * n, d)
+    masks = (pred.samples > 0).reshape(t * n * 2, d)  # every (sample, layer) mask
     agree = (masks[:, None] == masks[None]).mean(axis=2)
-    off = agree[~np.eye(t * n, dtype=bool)]
+    off = agree[~np.eye(len(masks), dtype=bool)]
+    # Agreement of independent Bernoulli(1/2) masks: 1/2 with SE 0.5/sqrt(d).
     assert off.max() < 0.5 + 6 * 0.5 / math.sqrt(d)
 
 

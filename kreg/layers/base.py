@@ -22,6 +22,7 @@ from keras import ops
 from kreg import _validation as v
 
 SEED_STATE_KEY = "seed_generator_state"
+MAX_SAMPLING_LAYERS = 127
 
 
 class _DefaultFloat(float):
@@ -56,8 +57,9 @@ class SamplingContext:
     """What kreg's stochastic layers need to know while Monte Carlo sampling.
 
     Attributes:
-        seed: int tensor of shape (2,), the base seed of this forward pass.
-            Each layer mixes in its own index (see `layer_index`).
+        seed: int tensor of shape (2,), `[base, counter]` with base < 2**24
+            and counter < 2**28: the base seed of this forward pass. Each
+            layer mixes in its own index (see `layer_index`).
         tiles: int, the number of Monte Carlo samples stacked along the batch
             axis, sample-major: rows `[t * N, (t + 1) * N)` belong to sample t.
         joint: bool. If True, every sample is one network applied to all
@@ -85,9 +87,16 @@ class SamplingContext:
         if index is None:
             index = len(self.layer_index)
             self.layer_index[id(layer)] = index
+        if index >= MAX_SAMPLING_LAYERS or not 0 <= salt < 8:
+            raise ValueError(
+                f"kreg supports at most {MAX_SAMPLING_LAYERS} sampling layers "
+                f"and 8 draws per layer; got layer index {index}, salt {salt}")
         seed = ops.convert_to_tensor(self.seed)
+        # seed = [base, counter] with base < 2**24 and counter < 2**28: the
+        # layer goes into the high bits of seed[0] and the salt into those of
+        # seed[1], so no (layer, counter, salt) triples share a seed.
         offset = ops.convert_to_tensor(
-            np.array([0, 1 + 2 * index + (1 << 20) * salt]), dtype=seed.dtype
+            np.array([(1 + index) << 24, salt << 28]), dtype=seed.dtype
         )
         return TensorSeed(ops.add(seed, offset))
 

@@ -4,6 +4,7 @@
 `.keras` files holding them load with `keras.models.load_model`.
 """
 
+from kreg import acquisition
 from kreg import callbacks
 from kreg import initializers
 from kreg import layers
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MCPrediction",
     "MCPredictor",
+    "acquisition",
     "callbacks",
     "convert_dropout",
     "initializers",

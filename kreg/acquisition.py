@@ -5,8 +5,11 @@ N inputs, either a `kreg.MCPrediction` (from `kreg.MCPredictor`) or a NumPy
 array of per-sample probabilities:
 
 - shape (T, N, C): softmax probabilities, T samples, N inputs, C classes;
-- shape (T, N) or (T, N, 1): sigmoid probabilities of the positive class of a
-  binary classifier (read as C = 2 classes).
+- shape (T, N, 1): sigmoid probabilities of the positive class of a binary
+  classifier (read as C = 2 classes).
+
+Arrays must have the sample axis: a deterministic (N, C) prediction is
+`p[None]`.
 
 Entries must lie in [0, 1] and softmax rows must sum to 1 (both up to 1e-3;
 pass probabilities, not logits). The per-input scores (`max_entropy`, `bald`,
@@ -41,7 +44,7 @@ _PROB_TOL = 1e-3
 _CHUNK_ELEMENTS = 1 << 22  # (configurations x candidates x classes) per block
 _EXPECTED_PRED = (
     "a kreg.MCPrediction of a classifier, or an array of probabilities of "
-    "shape (T, N, C) (softmax) or (T, N) (sigmoid)"
+    "shape (T, N, C) (softmax) or (T, N, 1) (sigmoid)"
 )
 
 
@@ -86,16 +89,15 @@ def _as_prediction(pred, owner):
     if arr.dtype.kind not in "fiu":
         raise v.invalid_type(owner, "pred", _EXPECTED_PRED, _short(arr))
     arr = arr.astype("float64")
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[..., 0]
-    if arr.ndim not in (2, 3) or arr.size == 0:
-        raise _bad_pred(owner, arr, "got another shape")
+    if arr.ndim != 3 or arr.size == 0:
+        raise _bad_pred(owner, arr, "got another shape; a deterministic (N, C) "
+                        "prediction is p[None]")
     if not np.all(np.isfinite(arr)):
         raise _bad_pred(owner, arr, "got NaN or inf")
     if arr.min() < -_PROB_TOL or arr.max() > 1 + _PROB_TOL:
         raise _bad_pred(owner, arr, "got values outside [0, 1]: logits?")
     arr = np.clip(arr, 0.0, 1.0)
-    if arr.ndim == 2:
+    if arr.shape[2] == 1:
         return MCPrediction(arr, "classification", activation="sigmoid")
     total = arr.sum(axis=2, keepdims=True)
     if np.max(np.abs(total - 1.0)) > _PROB_TOL:
@@ -163,7 +165,7 @@ def _joint_probs(pred, owner, joint):
     mc = _as_prediction(pred, owner)
     s = np.asarray(mc.samples, "float64")
     if mc.activation == "sigmoid":
-        return np.stack([1.0 - s, s], axis=2), mc
+        return np.concatenate([1.0 - s, s], axis=2), mc
     return s, mc
 
 
@@ -175,7 +177,7 @@ def max_entropy(pred):
 
     Args:
         pred: a `kreg.MCPrediction` of a classifier, or an array of
-            probabilities of shape (T, N, C) (softmax) or (T, N) (sigmoid).
+            probabilities of shape (T, N, C) (softmax) or (T, N, 1) (sigmoid).
 
     Returns:
         float64 array (N,), in nats; the same as `MCPrediction.entropy`.
@@ -206,7 +208,7 @@ def bald(pred):
 
     Args:
         pred: a `kreg.MCPrediction` of a classifier, or an array of
-            probabilities of shape (T, N, C) (softmax) or (T, N) (sigmoid).
+            probabilities of shape (T, N, C) (softmax) or (T, N, 1) (sigmoid).
 
     Returns:
         float64 array (N,), >= 0, in nats; the same as
@@ -234,7 +236,7 @@ def variation_ratio(pred):
 
     Args:
         pred: a `kreg.MCPrediction` of a classifier, or an array of
-            probabilities of shape (T, N, C) (softmax) or (T, N) (sigmoid).
+            probabilities of shape (T, N, C) (softmax) or (T, N, 1) (sigmoid).
 
     Returns:
         float64 array (N,) in [0, 1 - 1/C]; the same as
@@ -380,7 +382,7 @@ def joint_mutual_information(pred, indices, *, num_samples=10_000, seed=None,
 
     Args:
         pred: a joint `kreg.MCPrediction` (`MCPredictor(..., joint=True)`),
-            or an array of probabilities (T, N, C) / (T, N) with `joint=True`.
+            or an array of probabilities (T, N, C) / (T, N, 1) with `joint=True`.
         indices: sequence of b >= 1 distinct input indices: the batch.
         num_samples: int >= 1, default 10000. Configurations of the sampled
             estimator, and the exactness threshold.
@@ -419,9 +421,11 @@ def joint_mutual_information(pred, indices, *, num_samples=10_000, seed=None,
         idx = np.asarray(indices)
     except (TypeError, ValueError):
         raise v.invalid_type(owner, "indices", expected, indices) from None
-    if idx.dtype.kind not in "iu" or idx.ndim != 1:
+    if idx.ndim != 1 or idx.size == 0:
+        raise v.invalid_value(owner, "indices", expected, indices)
+    if idx.dtype.kind not in "iu":
         raise v.invalid_type(owner, "indices", expected, indices)
-    if (idx.size == 0 or idx.min() < 0 or idx.max() >= n
+    if (idx.min() < 0 or idx.max() >= n
             or np.unique(idx).size != idx.size):
         raise v.invalid_value(owner, "indices", expected, indices)
     idx = [int(i) for i in idx]
@@ -444,7 +448,7 @@ def batch_bald(pred, k, *, num_samples=10_000, seed=None, joint=None,
 
     Args:
         pred: a joint `kreg.MCPrediction` (`MCPredictor(..., joint=True)`),
-            or an array of probabilities (T, N, C) / (T, N) with `joint=True`.
+            or an array of probabilities (T, N, C) / (T, N, 1) with `joint=True`.
         k: int in [1, N]. The batch size.
         num_samples: int >= 1, default 10000. Configurations of the sampled
             joint-entropy estimator, and the exactness threshold.

@@ -40,6 +40,7 @@ class MCPrediction:
         variation_ratio: (N,) 1 - (count of the modal class) / T.
         samples: the (T, N, ...) samples, or None.
         num_samples: T.
+        joint: whether `samples[t]` is one network applied to every input.
 
     Example:
 

@@ -69,7 +69,11 @@ class MCPredictor:
             outputs, else regression), `"classification"` or `"regression"`.
         joint: bool, default False. If True, sample t is one network (one set
             of masks) applied to every input; masks depend only on the seed
-            and t, so results do not depend on chunking.
+            and t, so results do not depend on chunking. Dropout masks are
+            drawn over the feature axes (respecting `noise_shape`),
+            DropConnect draws one weight mask per sample. The prediction
+            keeps its samples, for `MCPrediction.covariance` and
+            `kreg.acquisition.batch_bald`.
 
     Call arguments (`predict`):
         x: inputs (NumPy array or tensor) of shape (N, ...).

@@ -26,6 +26,7 @@ All scores are in nats, computed in float64 with NumPy.
 """
 
 import numpy as np
+from scipy.special import xlogy
 
 from kreg import _validation as v
 from kreg.mc.metrics import categorical_entropy
@@ -71,6 +72,21 @@ def _bad_pred(owner, value, why=""):
     return v.invalid_value(owner, "pred", expected, _short(value))
 
 
+def _probabilities(owner, probs, value):
+    """Validate probabilities (T, N, C); return them clipped and normalized."""
+    if not np.all(np.isfinite(probs)):
+        raise _bad_pred(owner, value, "got NaN or inf")
+    if probs.min() < -_PROB_TOL or probs.max() > 1 + _PROB_TOL:
+        raise _bad_pred(owner, value, "got values outside [0, 1]: logits?")
+    probs = np.clip(probs, 0.0, 1.0)
+    if probs.shape[2] == 1:  # sigmoid
+        return probs
+    total = probs.sum(axis=2, keepdims=True)
+    if np.max(np.abs(total - 1.0)) > _PROB_TOL:
+        raise _bad_pred(owner, value, "got rows that do not sum to 1")
+    return probs / total
+
+
 def _as_prediction(pred, owner):
     """An `MCPrediction` (task "classification") for `pred`."""
     if isinstance(pred, MCPrediction):
@@ -92,29 +108,9 @@ def _as_prediction(pred, owner):
     if arr.ndim != 3 or arr.size == 0:
         raise _bad_pred(owner, arr, "got another shape; a deterministic (N, C) "
                         "prediction is p[None]")
-    if not np.all(np.isfinite(arr)):
-        raise _bad_pred(owner, arr, "got NaN or inf")
-    if arr.min() < -_PROB_TOL or arr.max() > 1 + _PROB_TOL:
-        raise _bad_pred(owner, arr, "got values outside [0, 1]: logits?")
-    arr = np.clip(arr, 0.0, 1.0)
-    if arr.shape[2] == 1:
-        return MCPrediction(arr, "classification", activation="sigmoid")
-    total = arr.sum(axis=2, keepdims=True)
-    if np.max(np.abs(total - 1.0)) > _PROB_TOL:
-        raise _bad_pred(owner, arr, "got rows that do not sum to 1")
-    return MCPrediction(arr / total, "classification", activation="softmax")
-
-
-def _check_pred_probs(owner, probs, value):
-    if not np.all(np.isfinite(probs)):
-        raise _bad_pred(owner, value, "got NaN or inf")
-    if probs.min() < -_PROB_TOL or probs.max() > 1 + _PROB_TOL:
-        raise _bad_pred(owner, value, "got values outside [0, 1]")
-    probs = np.clip(probs, 0.0, 1.0)
-    total = probs.sum(axis=2, keepdims=True)
-    if np.max(np.abs(total - 1.0)) > _PROB_TOL:
-        raise _bad_pred(owner, value, "got rows that do not sum to 1")
-    return probs / total
+    arr = _probabilities(owner, arr, arr)
+    activation = "sigmoid" if arr.shape[2] == 1 else "softmax"
+    return MCPrediction(arr, "classification", activation=activation)
 
 
 def _joint_probs(pred, owner, joint):
@@ -154,7 +150,7 @@ def _joint_probs(pred, owner, joint):
                                   "samples of shape (T, N, C)", pred)
         else:
             probs = s
-        return _check_pred_probs(owner, probs, pred), mc
+        return _probabilities(owner, probs, pred), mc
     if joint is not True:
         raise v.invalid_value(
             owner, "joint",
@@ -302,11 +298,6 @@ def top_k(scores, k):
 # ----------------------------------------------------------------------------
 # Joint entropies (BatchBALD)
 # ----------------------------------------------------------------------------
-def _xlogx(p):
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
-
-
 def _configurations(probs, chosen, num_samples, rng):
     """The class configurations of the points `chosen`, given each sample.
 
@@ -345,21 +336,22 @@ def _joint_entropies(probs, config, candidates):
     m = p.shape[0]
     out = np.empty(len(candidates))
     step = max(1, _CHUNK_ELEMENTS // (m * c))
-    if shift is not None:
-        q_m = p.mean(axis=1)[:, None, None]  # p(config m) / exp(shift[m])
+    if shift is None:  # exact: -sum over all configurations of p log p
+        weights = np.ones(m)
+        constant = 0.0
+    else:
+        # Sampled: H = E_{y ~ p(y_chosen)} sum_c p(c | y) [-log p(y, c)], with
+        # p(y_m, c) = exp(shift[m]) joint[m, c] and p(c | y_m) = joint[m, c] /
+        # q[m]. The shift terms add up to mean(shift) since sum_c joint = q.
+        weights = 1.0 / (m * p.mean(axis=1))
+        constant = float(shift.mean())
     for start in range(0, len(candidates), step):
         idx = candidates[start:start + step]
         block = probs[:, idx, :].reshape(t_count, -1)
-        joint = (p @ block / t_count).reshape(m, len(idx), c)
-        if shift is None:  # exact: -sum over all configurations of p log p
-            out[start:start + len(idx)] = -_xlogx(joint).sum(axis=(0, 2))
-            continue
-        # Sampled: H = E_{y ~ p(y_chosen)} sum_c p(c | y) [-log p(y, c)].
-        with np.errstate(divide="ignore", invalid="ignore"):
-            logj = np.log(np.where(joint > 0, joint, 1.0)) + shift[:, None, None]
-        terms = np.where(joint > 0, joint / q_m * logj, 0.0)
-        out[start:start + len(idx)] = -terms.sum(axis=(0, 2)) / m
-    return out
+        joint = p @ (block / t_count)  # (M, n * C): p(config m, y_n = c)
+        nats = weights @ xlogy(joint, joint)
+        out[start:start + len(idx)] = -nats.reshape(len(idx), c).sum(axis=1)
+    return out - constant
 
 
 def _check_num_samples(owner, num_samples, seed):
@@ -445,6 +437,10 @@ def batch_bald(pred, k, *, num_samples=10_000, seed=None, joint=None,
     on inputs that tell the same thing about the weights, such as duplicates.
     Cost per step: about N * min(C**(b-1), num_samples) * T * C operations
     for a pool of N inputs, T samples, C classes and b - 1 inputs chosen.
+    The joint mutual information of any batch is at most log T (the samples
+    are T equally likely networks): once the scores approach log T the batch
+    already tells all samples apart and further picks are decided by
+    estimation noise, so larger batches need more samples.
 
     Args:
         pred: a joint `kreg.MCPrediction` (`MCPredictor(..., joint=True)`),

@@ -367,3 +367,26 @@ def test_example_serve_saved_model_runs(tmp_path, capfd):
     between_two, between_all = rows[2], rows[3]
     assert float(between_all[-2]) > 0.8  # entropy (nats) near log 3
     assert float(between_two[-1]) > float(between_all[-1])  # more model uncertainty
+
+
+def test_import_kreg_on_another_backend_and_the_export_error(fresh_python):
+    # A real non-TensorFlow backend (Keras's numpy backend needs no extra
+    # package): importing kreg does not import TensorFlow; export says why not.
+    result = fresh_python("""
+        import json, sys
+        import keras, kreg
+        model = keras.Sequential([keras.Input((4,)), kreg.layers.Dropout(0.5),
+                                  keras.layers.Dense(2)])
+        try:
+            kreg.export(model, "unused")
+            error = None
+        except ValueError as err:
+            error = str(err)
+        print("JSON:" + json.dumps({"backend": keras.backend.backend(), "error": error,
+                                    "tf": "tensorflow" in sys.modules}))
+    """, env={"KERAS_BACKEND": "numpy"}).result
+    assert result["backend"] == "numpy"
+    assert not result["tf"]
+    assert result["error"].startswith("Invalid value for argument `backend` of export: "
+                                      "expected the TensorFlow backend")
+    assert result["error"].endswith("Received: backend='numpy'")

@@ -19,10 +19,14 @@ TensorFlow Serving and `saved_model_cli` see three signatures:
   per input). Fresh randomness on every call and on every load: the seed is
   mixed from the clock (`tf.timestamp()`) and a per-load call counter, so
   server replicas loaded from one file do not replay one "random" sequence.
-- `serve_mc_seeded(x, seed)`: the same computation with a given int64 `seed`:
-  the same seed gives the same result in any process. A SavedModel signature
-  has no optional inputs, so this separate signature is the honest form of
-  "an optional seed".
+- `serve_mc_seeded(x, seed)`: the same computation with a given scalar int64
+  `seed`: the same seed and the same request give the same result in any
+  process (each row's masks depend on its position in the tiled batch, so a
+  row sent in another batch gets other samples). A SavedModel signature has
+  no optional inputs, so this separate signature is the honest form of "an
+  optional seed". Its scalar `seed` means that TensorFlow Serving's REST API
+  takes it in the columnar form (`{"inputs": {"x": [...], "seed": 7}}`), not
+  the row form (`"instances"`).
 
 The Monte Carlo signatures return a dict: `mean` and `std` (over samples,
 1/T normalization, as `kreg.MCPrediction`), for classifiers (softmax or
@@ -30,11 +34,17 @@ sigmoid outputs) `entropy` and `mutual_information` (nats, the definitions
 of `kreg.MCPrediction`), and `seed`, shape (N,): the seed of the call for
 every row, so that `serve_mc_seeded` can replay any `serve_mc` call.
 
+Signature inputs are named after the model's inputs (`keras.Input(...,
+name="x")`; Keras's default name is `keras_tensor`), as in `model.export`.
+
 ONNX: `model.export(path, format="onnx")` (extra `kreg[onnx]`: tf2onnx,
-onnx, onnxruntime) serves the deterministic model; the Monte Carlo graph
-cannot go to ONNX, because tf2onnx has no conversion for TensorFlow's
-stateless random ops (`StatelessRandomUniformV2`, ...): tf2onnx reports
-them as unsupported ops and the conversion fails.
+onnx, onnxruntime; call the model once first) serves the deterministic
+model, kreg's layers included. The Monte Carlo graph cannot go to ONNX:
+ONNX has no counterpart of TensorFlow's stateless random ops, so tf2onnx
+logs `Unsupported ops: Counter({'StatelessRandomUniformV2': ...})`, writes a
+file anyway, and onnxruntime refuses it with `[ONNXRuntimeError] : 10 :
+INVALID_GRAPH : ... StatelessRandomUniformV2 ...`. Serve Monte Carlo
+predictions from the SavedModel.
 """
 
 import os

@@ -40,8 +40,9 @@ name="x")`; Keras's default name is `keras_tensor`), as in `model.export`.
 ONNX: `model.export(path, format="onnx")` (extra `kreg[onnx]`: tf2onnx,
 onnx, onnxruntime; call the model once first) serves the deterministic
 model, kreg's layers included. The Monte Carlo graph cannot go to ONNX:
-ONNX has no counterpart of TensorFlow's stateless random ops, so tf2onnx
-logs `Unsupported ops: Counter({'StatelessRandomUniformV2': ...})`, writes a
+tf2onnx has no conversion for TensorFlow's stateless random ops (ONNX's
+random ops take a fixed seed attribute, not a seed tensor), so it logs
+`Unsupported ops: Counter({'StatelessRandomUniformV2': ...})`, writes a
 file anyway, and onnxruntime refuses it with `[ONNXRuntimeError] : 10 :
 INVALID_GRAPH : ... StatelessRandomUniformV2 ...`. Serve Monte Carlo
 predictions from the SavedModel.

@@ -389,3 +389,21 @@ def test_import_kreg_on_another_backend_and_the_export_error(fresh_python):
     assert result["error"].startswith("Invalid value for argument `backend` of export: "
                                       "expected the TensorFlow backend")
     assert result["error"].endswith("Received: backend='numpy'")
+
+
+def test_multi_input_functional_model(tmp_path):
+    a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
+    h = keras.layers.Concatenate()([keras.layers.Dense(4)(a), b])
+    out = keras.layers.Dense(2, activation="softmax")(kreg.layers.Dropout(0.5)(h))
+    model = keras.Model({"a": a, "b": b}, out)
+    rng = np.random.default_rng(6)
+    x = {"a": rng.normal(size=(5, 3)).astype("float32"),
+         "b": rng.normal(size=(5, 2)).astype("float32")}
+    kreg.export(model, tmp_path / "m", mc_samples=10)
+    loaded = tf.saved_model.load(str(tmp_path / "m"))
+    np.testing.assert_allclose(loaded.serve(x), model.predict(x, verbose=0), rtol=1e-6)
+    seed = tf.constant(3, tf.int64)
+    first, second = loaded.serve_mc_seeded(x, seed), loaded.serve_mc_seeded(x, seed)
+    np.testing.assert_array_equal(first["mean"], second["mean"])
+    assert first["mean"].shape == (5, 2) and first["seed"].shape == (5,)
+    assert float(tf.reduce_max(first["std"])) > 0

@@ -156,6 +156,12 @@ def _endpoints(model, mc_samples, task, input_signature=None):
             "a model whose call takes one input argument (a tensor, or a "
             "list/dict of tensors for a multi-input Functional model)",
             f"{model.name} with {len(specs)} input arguments")
+    if any(getattr(spec, "name", None) == "seed" for spec in keras.tree.flatten(specs)):
+        raise v.invalid_value(
+            OWNER, "input_signature",
+            "inputs not named 'seed' (the name of serve_mc_seeded's seed input): "
+            "rename the model input or pass an input_signature with other names",
+            [spec.name for spec in keras.tree.flatten(specs)])
     # The predictor's split (prefix computed once), layer order and task.
     predictor = MCPredictor(model, samples=mc_samples, task=task)
     split = predictor._split

@@ -314,6 +314,11 @@ def test_model_errors(tmp_path):
     unbuilt = keras.Sequential([keras.layers.Dense(2), kreg.layers.Dropout(0.5)])
     with pytest.raises(ValueError, match=r"expected a built model"):
         kreg.export(unbuilt, tmp_path / "m")
+    named_seed = keras.Sequential([keras.Input((4,), name="seed"), kreg.layers.Dropout(0.5)])
+    with pytest.raises(ValueError, match=r"argument `input_signature` of export: expected "
+                                         r"inputs not named 'seed'.*Received: "
+                                         r"input_signature=\['seed'\]"):
+        kreg.export(named_seed, tmp_path / "m")
     assert not os.path.exists(tmp_path / "m")
 
 

@@ -20,7 +20,8 @@ TensorFlow Serving and `saved_model_cli` see three signatures:
   mixed from the clock (`tf.timestamp()`) and a per-load call counter, so
   server replicas loaded from one file do not replay one "random" sequence.
 - `serve_mc_seeded(x, seed)`: the same computation with a given scalar int64
-  `seed`: the same seed and the same request give the same result in any
+  `seed` (modulo 2**52; `serve_mc` draws its seeds uniformly below 2**52):
+  the same seed and the same request give the same result in any
   process (each row's masks depend on its position in the tiled batch, so a
   row sent in another batch gets other samples). A SavedModel signature has
   no optional inputs, so this separate signature is the honest form of "an
@@ -56,7 +57,11 @@ from kreg import _validation as v
 
 OWNER = "export"
 SIGNATURES = ("serve", "serve_mc", "serve_mc_seeded")
-_MASK63 = (1 << 63) - 1
+# A seed s is the pair [s mod 2**24, (s >> 24) mod 2**28]: kreg's sampling
+# seeds are [base < 2**24, counter < 2**28] (see SamplingContext), so seeds
+# below 2**52 give distinct streams and s < 2**24 is MCPredictor's [s, 0].
+SEED_BITS = 52
+_BASE_BITS = 24
 
 
 def check_tensorflow(owner):
@@ -178,9 +183,14 @@ def _endpoints(model, mc_samples, task, input_signature=None):
             arg = frontier if len(frontier) > 1 else frontier[0]
         else:
             arg = x
-        # The base seed [seed, 0], as MCPredictor's first pass: the same
-        # samples as MCPredictor(model, mc_samples, seed=seed) for seed < 2**24.
-        base = tf.cast(tf.stack([seed, tf.zeros_like(seed)]), seed_dtype)
+        # [base, counter] from the seed (see SEED_BITS): MCPredictor's first
+        # pass [seed, 0] for seed < 2**24.
+        base = tf.stack([
+            tf.math.floormod(seed, 1 << _BASE_BITS),
+            tf.math.floormod(tf.bitwise.right_shift(seed, _BASE_BITS),
+                             1 << (SEED_BITS - _BASE_BITS)),
+        ])
+        base = tf.cast(base, seed_dtype)
         samples = sample_outputs(split.suffix, arg, base, mc_samples,
                                  layer_index=layer_index)
         out = _summary(samples, resolved_task, activation)
@@ -196,10 +206,10 @@ def _endpoints(model, mc_samples, task, input_signature=None):
         # counter alone restarts from its saved value on every load).
         count = calls.assign_add(1)
         clock = tf.bitcast(tf.timestamp(), tf.int64)
-        mixed = tf.random.stateless_uniform(
-            [], seed=tf.stack([clock, count]), minval=None, maxval=None,
-            dtype=tf.int64)
-        return mc(x, tf.bitwise.bitwise_and(mixed, tf.constant(_MASK63, tf.int64)))
+        seed = tf.random.stateless_uniform(
+            [], seed=tf.stack([clock, count]), minval=0,
+            maxval=tf.constant(1 << SEED_BITS, tf.int64), dtype=tf.int64)
+        return mc(x, seed)
 
     def serve_mc_seeded(x, seed):
         return mc(x, tf.cast(seed, tf.int64))
@@ -218,9 +228,10 @@ def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
     TensorFlow Serving. Its signatures are `serve` (deterministic,
     `== model.predict`), `serve_mc` (Monte Carlo averaging, fresh randomness
     on every call and every load) and `serve_mc_seeded` (the same with an
-    int64 `seed` input; the same seed gives the same result anywhere, and for
-    `0 <= seed < 2**24` the same numbers as `kreg.MCPredictor(model,
-    mc_samples, seed=seed).predict(x, batch_size=len(x))`). The first one,
+    int64 `seed` input, taken modulo 2**52; the same seed gives the same
+    result anywhere, and for `0 <= seed < 2**24` the same numbers as
+    `kreg.MCPredictor(model, mc_samples, seed=seed).predict(x,
+    batch_size=len(x))`). The first one,
     `serve`, is also `serving_default`. See the module docstring for the
     outputs.
 

@@ -412,3 +412,10 @@ def test_multi_input_functional_model(tmp_path):
     np.testing.assert_array_equal(first["mean"], second["mean"])
     assert first["mean"].shape == (5, 2) and first["seed"].shape == (5,)
     assert float(tf.reduce_max(first["std"])) > 0
+    # Seeds are taken modulo 2**52, and the high bits count.
+    wrapped = loaded.serve_mc_seeded(x, tf.constant(3 + (1 << 52), tf.int64))
+    np.testing.assert_array_equal(wrapped["mean"], first["mean"])
+    high = loaded.serve_mc_seeded(x, tf.constant(3 + (1 << 24), tf.int64))
+    assert not np.array_equal(high["mean"], first["mean"])
+    drawn = loaded.serve_mc(x)["seed"].numpy()
+    assert 0 <= drawn[0] < 1 << 52

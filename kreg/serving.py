@@ -167,6 +167,16 @@ def _endpoints(model, mc_samples, task, input_signature=None):
             "inputs not named 'seed' (the name of serve_mc_seeded's seed input): "
             "rename the model input or pass an input_signature with other names",
             [spec.name for spec in keras.tree.flatten(specs)])
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):  # subclassed models have none
+        outputs = None
+    if outputs is not None and len(keras.tree.flatten(outputs)) > 1:
+        raise v.invalid_value(
+            OWNER, "model",
+            "a model with one output (the Monte Carlo summary is per output; "
+            "export a Model over the output to average)",
+            f"{model.name} with {len(keras.tree.flatten(outputs))} outputs")
     # The predictor's split (prefix computed once), layer order and task.
     predictor = MCPredictor(model, samples=mc_samples, task=task)
     split = predictor._split
@@ -241,8 +251,8 @@ def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
 
     Args:
         model: a built Keras model (Sequential, Functional or subclassed)
-            with one input argument and at least one kreg stochastic layer
-            with rate > 0.
+            with one input argument (a tensor, list or dict), one output and
+            at least one kreg stochastic layer with rate > 0.
         path: str or path-like. The SavedModel directory to write.
         mc_samples: int >= 1, default 50. Monte Carlo samples per request.
         task: `"auto"` (default: classification for softmax/sigmoid outputs,

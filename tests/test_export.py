@@ -314,6 +314,12 @@ def test_model_errors(tmp_path):
     unbuilt = keras.Sequential([keras.layers.Dense(2), kreg.layers.Dropout(0.5)])
     with pytest.raises(ValueError, match=r"expected a built model"):
         kreg.export(unbuilt, tmp_path / "m")
+    inp = keras.Input((4,))
+    h = kreg.layers.Dropout(0.5)(inp)
+    two = keras.Model(inp, [keras.layers.Dense(1)(h), keras.layers.Dense(2)(h)])
+    with pytest.raises(ValueError, match=r"expected a model with one output.*Received: "
+                                         r"model=.* with 2 outputs"):
+        kreg.export(two, tmp_path / "m")
     named_seed = keras.Sequential([keras.Input((4,), name="seed"), kreg.layers.Dropout(0.5)])
     with pytest.raises(ValueError, match=r"argument `input_signature` of export: expected "
                                          r"inputs not named 'seed'.*Received: "

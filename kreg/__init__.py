@@ -1,7 +1,10 @@
 """kreg: the classic regularization toolkit for Keras 3, correct and servable.
 
 `import kreg` registers every kreg class with Keras (package "kreg") so that
-`.keras` files holding them load with `keras.models.load_model`.
+`.keras` files holding them load with `keras.models.load_model` (or use
+`kreg.load_model`, which imports kreg and explains a missing class).
+`kreg.export` writes a TensorFlow SavedModel with deterministic and Monte
+Carlo serving signatures (module `kreg.serving`).
 """
 
 from kreg import acquisition
@@ -12,6 +15,8 @@ from kreg import regularizers
 from kreg.mc import MCPrediction
 from kreg.mc import MCPredictor
 from kreg.mc import convert_dropout
+from kreg.saving import load_model
+from kreg.serving import export
 
 __version__ = "0.1.0"
 
@@ -21,8 +26,10 @@ __all__ = [
     "acquisition",
     "callbacks",
     "convert_dropout",
+    "export",
     "initializers",
     "layers",
+    "load_model",
     "regularizers",
     "__version__",
 ]

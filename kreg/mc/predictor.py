@@ -43,6 +43,41 @@ def _output_activation(model):
     return None
 
 
+def sample_outputs(fn, inputs, seed, tiles, *, layer_index, joint=False,
+                   sample_offset=0, total_samples=None):
+    """Run `fn` on `inputs` tiled `tiles` times with kreg's layers sampling.
+
+    The building block of `MCPredictor` and of `kreg.export`'s Monte Carlo
+    signatures: every (nested) input tensor is tiled sample-major along the
+    batch axis, `fn(tiled, training=False)` runs inside a sampling scope (so
+    only kreg's stochastic layers draw masks, BatchNormalization and the rest
+    stay in inference mode), and the first output is reshaped to
+    `(tiles, N, ...)`.
+
+    Args:
+        fn: a model or layer (e.g. the suffix of `kreg.mc._graph.split_model`).
+        inputs: a tensor or a nested structure of tensors of batch size N.
+        seed: int tensor of shape (2,), the base seed of this pass.
+        tiles: int, the number of samples in this pass.
+        layer_index: dict `id(layer) -> int` (one random stream per layer).
+        joint, sample_offset, total_samples: see `SamplingContext`.
+
+    Returns:
+        A tensor of shape `(tiles, N, ...)`.
+    """
+    tiled = keras.tree.map_structure(
+        lambda t: ops.tile(t, (tiles,) + (1,) * (len(t.shape) - 1)), inputs)
+    ctx = SamplingContext(seed, tiles=tiles, joint=joint,
+                          sample_offset=sample_offset,
+                          total_samples=total_samples or tiles,
+                          layer_index=layer_index)
+    with sampling_scope(ctx):
+        out = fn(tiled, training=False)
+    if isinstance(out, (list, tuple)):
+        out = out[0]
+    return ops.reshape(out, (tiles, -1) + tuple(out.shape[1:]))
+
+
 class MCPredictor:
     """Monte Carlo averaging of a model's kreg stochastic layers at test time.
 
@@ -168,17 +203,10 @@ class MCPredictor:
         index = self._layer_index
 
         def run(inputs, seed, offset):
-            tiled = [ops.tile(t, (tiles,) + (1,) * (len(t.shape) - 1))
-                     for t in inputs]
-            ctx = SamplingContext(seed, tiles=tiles, joint=joint,
-                                  sample_offset=offset, total_samples=total,
-                                  layer_index=index)
-            with sampling_scope(ctx):
-                arg = tiled if len(tiled) > 1 else tiled[0]
-                out = suffix(arg, training=False)
-            if isinstance(out, (list, tuple)):
-                out = out[0]
-            return ops.reshape(out, (tiles, -1) + tuple(out.shape[1:]))
+            arg = inputs if len(inputs) > 1 else inputs[0]
+            return sample_outputs(suffix, arg, seed, tiles, layer_index=index,
+                                  joint=joint, sample_offset=offset,
+                                  total_samples=total)
 
         fn = compile_inference(run, self.model.variables)
         self._functions[tiles] = fn

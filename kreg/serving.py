@@ -1,0 +1,315 @@
+"""Export a model to a TensorFlow SavedModel with a Monte Carlo endpoint.
+
+TensorFlow only. The SavedModel format, `keras.export.ExportArchive` and the
+stateless random ops that the Monte Carlo signatures are built from are
+TensorFlow's; on another Keras backend `kreg.export` raises a `ValueError`
+(export from a process with `KERAS_BACKEND=tensorflow`). TensorFlow is
+imported inside the functions, so `import kreg` works on every backend.
+(The module is `kreg.serving`, not `kreg.export`, so that no import of the
+module can shadow the function `kreg.export`.)
+
+The SavedModel needs neither kreg nor Keras to run: `tf.saved_model.load`,
+TensorFlow Serving and `saved_model_cli` see three signatures:
+
+- `serve(x)`: deterministic inference, `model(x, training=False)`, the same
+  numbers as `model.predict(x)`.
+- `serve_mc(x)`: Monte Carlo averaging over `mc_samples` samples of kreg's
+  stochastic layers (every other layer, BatchNormalization included, in
+  inference mode; the layers before the first stochastic layer computed once
+  per input). Fresh randomness on every call and on every load: the seed is
+  mixed from the clock (`tf.timestamp()`) and a per-load call counter, so
+  server replicas loaded from one file do not replay one "random" sequence.
+- `serve_mc_seeded(x, seed)`: the same computation with a given scalar int64
+  `seed` (modulo 2**52; `serve_mc` draws its seeds uniformly below 2**52):
+  the same seed and the same request give the same result in any
+  process (each row's masks depend on its position in the tiled batch, so a
+  row sent in another batch gets other samples). A SavedModel signature has
+  no optional inputs, so this separate signature is the honest form of "an
+  optional seed". Its scalar `seed` means that TensorFlow Serving's REST API
+  takes it in the columnar form (`{"inputs": {"x": [...], "seed": 7}}`), not
+  the row form (`"instances"`).
+
+The Monte Carlo signatures return a dict: `mean` and `std` (over samples,
+1/T normalization, as `kreg.MCPrediction`), for classifiers (softmax or
+sigmoid outputs) `entropy` and `mutual_information` (nats, the definitions
+of `kreg.MCPrediction`), and `seed`, shape (N,): the seed of the call for
+every row, so that `serve_mc_seeded` can replay any `serve_mc` call.
+
+Signature inputs are named after the model's inputs (`keras.Input(...,
+name="x")`; Keras's default name is `keras_tensor`), as in `model.export`.
+
+ONNX: `model.export(path, format="onnx")` (extra `kreg[onnx]`: tf2onnx,
+onnx, onnxruntime; call the model once first) serves the deterministic
+model, kreg's layers included. The Monte Carlo graph cannot go to ONNX:
+tf2onnx has no conversion for TensorFlow's stateless random ops (ONNX's
+random ops take a fixed seed attribute, not a seed tensor), so it logs
+`Unsupported ops: Counter({'StatelessRandomUniformV2': ...})`, writes a
+file anyway, and onnxruntime refuses it with `[ONNXRuntimeError] : 10 :
+INVALID_GRAPH : ... StatelessRandomUniformV2 ...`. Serve Monte Carlo
+predictions from the SavedModel.
+"""
+
+import os
+
+import keras
+
+from kreg import _validation as v
+
+OWNER = "export"
+SIGNATURES = ("serve", "serve_mc", "serve_mc_seeded")
+# A seed s is the pair [s mod 2**24, (s >> 24) mod 2**28]: kreg's sampling
+# seeds are [base < 2**24, counter < 2**28] (see SamplingContext), so seeds
+# below 2**52 give distinct streams and s < 2**24 is MCPredictor's [s, 0].
+SEED_BITS = 52
+_BASE_BITS = 24
+
+
+def check_tensorflow(owner):
+    """Raise kreg's error unless Keras runs on the TensorFlow backend."""
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise ValueError(
+            v.error_message(
+                owner, "backend",
+                "the TensorFlow backend (SavedModel export is TensorFlow-only: "
+                "run with KERAS_BACKEND=tensorflow)",
+                backend,
+            )
+        )
+
+
+def _input_signature(model, input_signature):
+    from keras.src.export.export_utils import get_input_signature
+    from keras.src.export.export_utils import make_tf_tensor_spec
+
+    if input_signature is None:
+        try:
+            input_signature = get_input_signature(model)
+        except ValueError as err:
+            raise ValueError(
+                v.error_message(
+                    OWNER, "model",
+                    "a model with known inputs (call it once, or pass "
+                    f"`input_signature`) [{err}]",
+                    model.name,
+                )
+            ) from None
+    elif not isinstance(input_signature, (list, tuple)):
+        input_signature = [input_signature]
+    return [keras.tree.map_structure(make_tf_tensor_spec, s)
+            for s in input_signature]
+
+
+def _xlogx(p):
+    import tensorflow as tf
+
+    return tf.where(p > 0, p * tf.math.log(tf.maximum(p, 1e-12)),
+                    tf.zeros_like(p))
+
+
+def _summary(samples, task, activation):
+    """In-graph mean, std and (classification) entropy split of (T, N, ...)."""
+    import tensorflow as tf
+
+    dtype = samples.dtype
+    s = tf.cast(samples, tf.float64)
+    mean = tf.reduce_mean(s, axis=0)
+    std = tf.sqrt(tf.reduce_mean(tf.square(s - mean), axis=0))
+    out = {"mean": tf.cast(mean, dtype), "std": tf.cast(std, dtype)}
+    if task == "classification":
+        t, n = tf.shape(s)[0], tf.shape(s)[1]
+        flat = tf.reshape(s, tf.stack([t, n, -1]))
+        pbar = tf.reduce_mean(flat, axis=0)
+        if activation == "softmax":
+            entropy = -tf.reduce_sum(_xlogx(pbar), axis=-1)
+            expected = tf.reduce_mean(-tf.reduce_sum(_xlogx(flat), axis=-1), axis=0)
+        else:  # sigmoid: independent binary outputs, entropies summed
+            def bern(q):
+                return -(_xlogx(q) + _xlogx(1.0 - q))
+
+            entropy = tf.reduce_sum(bern(pbar), axis=-1)
+            expected = tf.reduce_mean(tf.reduce_sum(bern(flat), axis=-1), axis=0)
+        out["entropy"] = tf.cast(entropy, dtype)
+        out["mutual_information"] = tf.cast(tf.maximum(entropy - expected, 0.0), dtype)
+    return out
+
+
+def _endpoints(model, mc_samples, task, input_signature=None):
+    """The Python functions behind the three signatures, and the input specs.
+
+    Returns `({"serve": f, "serve_mc": f, "serve_mc_seeded": f}, specs)`:
+    `serve(x)`, `serve_mc(x)`, `serve_mc_seeded(x, seed)`, to be traced with
+    `specs` (plus a scalar int64 seed for the seeded one).
+    """
+    import tensorflow as tf
+
+    from kreg.mc._graph import sampling_layers
+    from kreg.mc.predictor import MCPredictor
+    from kreg.mc.predictor import sample_outputs
+
+    if not sampling_layers(model):
+        raise v.invalid_value(
+            OWNER, "model",
+            "a model with at least one kreg stochastic layer (Dropout, "
+            "DropConnect) with rate > 0 (for a model built with "
+            "keras.layers.Dropout, use kreg.convert_dropout(model) first)",
+            model.name)
+    specs = _input_signature(model, input_signature)
+    if len(specs) != 1:
+        raise v.invalid_value(
+            OWNER, "model",
+            "a model whose call takes one input argument (a tensor, or a "
+            "list/dict of tensors for a multi-input Functional model)",
+            f"{model.name} with {len(specs)} input arguments")
+    if any(getattr(spec, "name", None) == "seed" for spec in keras.tree.flatten(specs)):
+        raise v.invalid_value(
+            OWNER, "input_signature",
+            "inputs not named 'seed' (the name of serve_mc_seeded's seed input): "
+            "rename the model input or pass an input_signature with other names",
+            [spec.name for spec in keras.tree.flatten(specs)])
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):  # subclassed models have none
+        outputs = None
+    if outputs is not None and len(keras.tree.flatten(outputs)) > 1:
+        raise v.invalid_value(
+            OWNER, "model",
+            "a model with one output (the Monte Carlo summary is per output; "
+            "export a Model over the output to average)",
+            f"{model.name} with {len(keras.tree.flatten(outputs))} outputs")
+    # The predictor's split (prefix computed once), layer order and task.
+    predictor = MCPredictor(model, samples=mc_samples, task=task)
+    split = predictor._split
+    layer_index = predictor._layer_index
+    resolved_task = predictor.resolved_task
+    activation = predictor.activation
+    seed_dtype = predictor._seed_dtype()
+    calls = tf.Variable(0, dtype=tf.int64, trainable=False, name="kreg_mc_calls")
+
+    def mc(x, seed):
+        if split.prefix is not None:
+            frontier = split.prefix(x, training=False)
+            frontier = list(frontier) if isinstance(frontier, (list, tuple)) else [frontier]
+            arg = frontier if len(frontier) > 1 else frontier[0]
+        else:
+            arg = x
+        # [base, counter] from the seed (see SEED_BITS): MCPredictor's first
+        # pass [seed, 0] for seed < 2**24.
+        base = tf.stack([
+            tf.math.floormod(seed, 1 << _BASE_BITS),
+            tf.math.floormod(tf.bitwise.right_shift(seed, _BASE_BITS),
+                             1 << (SEED_BITS - _BASE_BITS)),
+        ])
+        base = tf.cast(base, seed_dtype)
+        samples = sample_outputs(split.suffix, arg, base, mc_samples,
+                                 layer_index=layer_index)
+        out = _summary(samples, resolved_task, activation)
+        rows = tf.shape(keras.tree.flatten(x)[0])[:1]
+        out["seed"] = tf.fill(rows, seed)
+        return out
+
+    def serve(x):
+        return model(x, training=False)
+
+    def serve_mc(x):
+        # Entropy at run time: the clock's bits and a call counter (the
+        # counter alone restarts from its saved value on every load).
+        count = calls.assign_add(1)
+        clock = tf.bitcast(tf.timestamp(), tf.int64)
+        seed = tf.random.stateless_uniform(
+            [], seed=tf.stack([clock, count]), minval=0,
+            maxval=tf.constant(1 << SEED_BITS, tf.int64), dtype=tf.int64)
+        return mc(x, seed)
+
+    def serve_mc_seeded(x, seed):
+        return mc(x, tf.cast(seed, tf.int64))
+
+    endpoints = {"serve": serve, "serve_mc": serve_mc,
+                 "serve_mc_seeded": serve_mc_seeded}
+    return endpoints, specs
+
+
+def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
+           verbose=False):
+    """Write a TensorFlow SavedModel with deterministic and Monte Carlo signatures.
+
+    The SavedModel (written by `keras.export.ExportArchive`) runs without
+    kreg or Keras: load it with `tf.saved_model.load(path)` or serve it with
+    TensorFlow Serving. Its signatures are `serve` (deterministic,
+    `== model.predict`), `serve_mc` (Monte Carlo averaging, fresh randomness
+    on every call and every load) and `serve_mc_seeded` (the same with an
+    int64 `seed` input, taken modulo 2**52; the same seed gives the same
+    result anywhere, and for `0 <= seed < 2**24` the same numbers as
+    `kreg.MCPredictor(model, mc_samples, seed=seed).predict(x,
+    batch_size=len(x))`). The first one,
+    `serve`, is also `serving_default`. See the module docstring for the
+    outputs.
+
+    Every input of a `serve_mc` request is tiled `mc_samples` times in one
+    pass (the layers before the first stochastic layer run once per input):
+    memory grows with `N * mc_samples`, so bound the request batch size.
+
+    Args:
+        model: a built Keras model (Sequential, Functional or subclassed)
+            with one input argument (a tensor, list or dict), one output and
+            at least one kreg stochastic layer with rate > 0.
+        path: str or path-like. The SavedModel directory to write.
+        mc_samples: int >= 1, default 50. Monte Carlo samples per request.
+        task: `"auto"` (default: classification for softmax/sigmoid outputs,
+            else regression), `"classification"` or `"regression"`. Only
+            classification adds `entropy` and `mutual_information`.
+        input_signature: None (default: taken from the model) or a list of
+            `keras.InputSpec`/`tf.TensorSpec`, as in `model.export`.
+        verbose: bool, default False. Print the signatures written.
+
+    Returns:
+        None. The SavedModel is written to `path`.
+
+    Example:
+
+    >>> import os, tempfile, keras, numpy as np, tensorflow as tf, kreg
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8),
+    ...     kreg.layers.Dropout(0.5), keras.layers.Dense(3, activation="softmax")])
+    >>> path = os.path.join(tempfile.mkdtemp(), "served")
+    >>> kreg.export(model, path, mc_samples=20)
+    >>> served = tf.saved_model.load(path)
+    >>> sorted(served.signatures)
+    ['serve', 'serve_mc', 'serve_mc_seeded', 'serving_default']
+    >>> x = np.ones((2, 4), "float32")
+    >>> out = served.serve_mc(x)
+    >>> sorted(out)
+    ['entropy', 'mean', 'mutual_information', 'seed', 'std']
+    >>> bool(np.allclose(served.serve(x), model.predict(x, verbose=0), atol=1e-6))
+    True
+    >>> a = served.serve_mc_seeded(x, tf.constant(7, tf.int64))["mean"]
+    >>> b = served.serve_mc_seeded(x, tf.constant(7, tf.int64))["mean"]
+    >>> bool(np.array_equal(a, b))
+    True
+
+    References:
+        Gal & Ghahramani, "Dropout as a Bayesian Approximation", ICML 2016
+        (Monte Carlo dropout); Depeweg et al. 2018 and Houlsby et al. 2011
+        (entropy and mutual information).
+    """
+    check_tensorflow(OWNER)
+    if not isinstance(model, keras.Model):
+        raise v.invalid_type(OWNER, "model", "a Keras model", model)
+    if not model.built:
+        raise v.invalid_value(OWNER, "model",
+                              "a built model (call it or build it first)", model.name)
+    if not isinstance(path, (str, os.PathLike)):
+        raise v.invalid_type(OWNER, "path", "a str or path-like", path)
+    mc_samples = v.check_int(OWNER, "mc_samples", mc_samples, low=1)
+    task = v.check_option(OWNER, "task", task, ("auto", "classification", "regression"))
+    verbose = v.check_bool(OWNER, "verbose", verbose)
+
+    import tensorflow as tf
+
+    endpoints, specs = _endpoints(model, mc_samples, task, input_signature)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", endpoints["serve"], specs)
+    archive.add_endpoint("serve_mc", endpoints["serve_mc"], specs)
+    archive.add_endpoint("serve_mc_seeded", endpoints["serve_mc_seeded"],
+                         specs + [tf.TensorSpec([], tf.int64, name="seed")])
+    archive.write_out(os.fspath(path), verbose=verbose)

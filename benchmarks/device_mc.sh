@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Run benchmarks/mc_predict.py on the JAX and PyTorch backends of a GPU machine
+# that has jax and torch but no TensorFlow and no keras. The keras wheel and
+# its two missing dependencies travel in .whl/ (see README "Benchmarks").
+# Usage (from the repository root): bash benchmarks/device_mc.sh [OUTDIR]
+set -u
+out=${1:-${OUT:-/tmp}}
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+nvidia-smi -L || true
+python3 -c "import jax, torch; print('jax', jax.__version__, jax.devices()); print('torch', torch.__version__, torch.cuda.is_available())"
+for backend in jax torch; do
+    echo "=== KERAS_BACKEND=$backend"
+    KERAS_BACKEND=$backend timeout 240 python3 benchmarks/mc_predict.py --no-memory \
+        --json "$out/mc_predict_$backend.json" 2>&1 | grep -v -i "warning" | tail -30
+done

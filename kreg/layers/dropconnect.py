@@ -21,7 +21,7 @@ MASKS = ("batch", "example")
 INFERENCES = ("mean", "gaussian", "sample")
 
 #: Default size of the per-example weight masks of one chunk (mask="example").
-EXAMPLE_CHUNK_BYTES = 8 * 2**20
+EXAMPLE_CHUNK_BYTES = 2 * 2**20
 #: Gaussian inference evaluates the activation on this many draws at a time.
 GAUSSIAN_BLOCK = 32
 
@@ -225,18 +225,37 @@ class _DropConnect(StochasticLayer):
         salt = ops.convert_to_tensor(_GAUSSIAN_SALT, dtype=state.dtype)
         return TensorSeed(ops.stack([state[0], salt]))
 
-    def _gaussian(self, inputs):
-        """Wan et al.'s Algorithm 2: moment matching plus sampling."""
+    def preactivation_moments(self, inputs):
+        """Mean and variance of the pre-activation over the weight masks.
+
+        With inverted scaling, `mean = x @ W + b` and
+        `variance = (rate / keep_prob) (x*x) @ (W*W)`, plus
+        `(rate / keep_prob) b^2` when the bias is dropped (for Conv2D the
+        products are convolutions). These are the moments that
+        `inference="gaussian"` matches.
+
+        Args:
+            inputs: a tensor, as for `call`.
+
+        Returns:
+            A tuple `(mean, variance)` of tensors shaped like the layer's
+            pre-activation output.
+        """
         kernel = ops.convert_to_tensor(self.kernel)
-        mu = self._linear(inputs, kernel, self.bias)
-        if self.activation in (None, keras.activations.linear):
-            return mu  # the average of u ~ N(mu, sigma^2) is exactly mu
-        ratio = self.rate / self.keep_prob
+        mean = self._linear(inputs, kernel, self.bias)
         var = self._apply_kernel(inputs * inputs, kernel * kernel)
         if self.bias is not None and self.drop_bias:
             bias = ops.convert_to_tensor(self.bias)
             var = self._add_bias(var, bias * bias)
-        std = ops.sqrt(ops.maximum(var * ops.cast(ratio, var.dtype), 0.0))
+        return mean, var * ops.cast(self.rate / self.keep_prob, var.dtype)
+
+    def _gaussian(self, inputs):
+        """Wan et al.'s Algorithm 2: moment matching plus sampling."""
+        if self.activation in (None, keras.activations.linear):
+            # The average of u ~ N(mu, sigma^2) is exactly mu.
+            return self._linear(inputs, self.kernel, self.bias)
+        mu, var = self.preactivation_moments(inputs)
+        std = ops.sqrt(ops.maximum(var, 0.0))
 
         z = self.inference_samples
         block = min(z, GAUSSIAN_BLOCK)
@@ -346,7 +365,7 @@ class DropConnectDense(_DropConnect, keras.layers.Dense):
         drop_bias: bool, default True. Whether the bias is dropped too.
         example_chunk: int >= 1 or None, default None. Examples per chunk for
             `mask="example"`; None picks the largest chunk whose masks take at
-            most 8 MiB (`example_chunk * in * out * 4` bytes).
+            most 2 MiB (`example_chunk * in * out * 4` bytes).
         seed: int or None, default None. Seed of the layer's random stream.
         **dense_kwargs: every other `keras.layers.Dense` argument
             (`activation`, `use_bias`, initializers, regularizers,

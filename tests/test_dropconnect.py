@@ -343,9 +343,9 @@ def test_expected_training_output_is_mean_inference(mask):
     x = rng.randn(1, 10).astype("float32")
     if mask == "example":
         samples = as_np(layer(np.repeat(x, 3000, axis=0), training=True))
-    else:
-        samples = np.concatenate(
-            [as_np(layer(x, training=True)) for _ in range(300)])
+    else:  # one mask per call: 300 (traced) calls
+        call = tf.function(lambda: layer(x, training=True))
+        samples = np.concatenate([as_np(call()) for _ in range(300)])
     mean = samples.mean(0)
     se = samples.std(0, ddof=1) / math.sqrt(len(samples))
     assert np.all(z_scores(mean, as_np(layer(x))[0], se) < 4.5)
@@ -690,6 +690,7 @@ def test_save_and_load_in_fresh_process(tmp_path, fresh_python):
 
 
 def digits_accuracy(regularized, seed):
+    """Held-out accuracy of a 64-128-10 MLP trained on 150 digits."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -698,23 +699,23 @@ def digits_accuracy(regularized, seed):
         (x / 16.0).astype("float32"), y, train_size=150, stratify=y,
         random_state=seed)
     keras.utils.set_random_seed(seed)
-    if regularized:
-        layers = [DropConnectDense(512, activation="relu", seed=seed),
-                  DropConnectDense(10, seed=seed + 100)]
+    if regularized:  # as in the paper, DropConnect on the last layer
+        out = DropConnectDense(10, rate=0.5, mask="example", seed=seed)
     else:
-        layers = [keras.layers.Dense(512, activation="relu"),
-                  keras.layers.Dense(10)]
-    model = keras.Sequential([keras.Input((64,))] + layers)
-    model.compile(keras.optimizers.Adam(3e-3),
+        out = keras.layers.Dense(10)
+    model = keras.Sequential([keras.Input((64,)),
+                              keras.layers.Dense(128, activation="relu"), out])
+    model.compile(keras.optimizers.Adam(1e-2),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
-    reps = 1000  # 1000 full-batch steps in one epoch
-    model.fit(np.tile(x_train, (reps, 1)), np.tile(y_train, reps),
+    steps = 300  # full-batch steps, in one epoch
+    model.fit(np.tile(x_train, (steps, 1)), np.tile(y_train, steps),
               batch_size=150, epochs=1, shuffle=False, verbose=0)
     return model.evaluate(x_test, y_test, batch_size=2000, verbose=0)[1]
 
 
 def test_digits_dropconnect_beats_unregularized():
+    # Measured: +0.6, +1.1 and +0.6 points of accuracy on 1647 held-out digits.
     margins = [digits_accuracy(True, s) - digits_accuracy(False, s)
                for s in (0, 1, 2)]
-    assert np.mean(margins) > 0, margins
+    assert np.mean(margins) > 0.003, margins

@@ -21,7 +21,7 @@ MASKS = ("batch", "example")
 INFERENCES = ("mean", "gaussian", "sample")
 
 #: Default size of the per-example weight masks of one chunk (mask="example").
-EXAMPLE_CHUNK_BYTES = 2 * 2**20
+EXAMPLE_CHUNK_BYTES = 2**20
 #: Gaussian inference evaluates the activation on this many draws at a time.
 GAUSSIAN_BLOCK = 32
 
@@ -37,8 +37,10 @@ class _SeedSplitter:
 
     One draw of `seed` (a `SeedGenerator` or a `TensorSeed`) is hashed (by a
     Philox draw) to a fresh base pair; seed `i` is that base plus `(0, i)`.
-    The index may be a tensor (a chunk or sample index inside a loop), and the
-    derived seeds never coincide with the generator's own `(s, counter)` stream.
+    The index may be a tensor (a chunk or sample index inside a loop). The
+    base is random, so derived seeds stay apart from the generator's own
+    `(s, counter)` stream and from other draws' seeds (up to a collision of
+    two random 30-bit pairs).
     """
 
     def __init__(self, seed):
@@ -326,7 +328,9 @@ class DropConnectDense(_DropConnect, keras.layers.Dense):
         costs far more than the matmul itself (see the README's benchmark);
         the batch is processed `example_chunk` examples at a time and the
         masks are regenerated in the backward pass, so memory is bounded by a
-        few `example_chunk x in x out` float32 tensors, not by the batch size.
+        few `example_chunk x in x out` float32 tensors per loop iteration in
+        flight (TensorFlow runs up to 10 at once), not by the batch size;
+        the price is drawing every mask twice per training step.
 
     Inference (`inference`, when `training` is falsy):
       * `"mean"`: deterministic, `activation(x @ W + b)`.
@@ -338,8 +342,9 @@ class DropConnectDense(_DropConnect, keras.layers.Dense):
         draws use a fixed seed (the layer's seed), so the output is
         deterministic, and the same standard-normal draws serve every example,
         so an example's output does not depend on the rest of its batch. For
-        a linear activation the exact mean `mu` is returned. Memory: the
-        activation is evaluated on 32 draws at a time, i.e.
+        a linear activation the exact mean `mu` is returned. Cost: the
+        activation is evaluated `inference_samples x batch x ... x units`
+        times, 32 draws at a time, so memory holds
         `min(inference_samples, 32) x batch x ... x units` values.
       * `"sample"`: draw a fresh mask at every call (from the layer's
         generator), for Monte Carlo averaging.
@@ -349,8 +354,8 @@ class DropConnectDense(_DropConnect, keras.layers.Dense):
     along the batch, every sample gets its own kernel mask (`mask="batch"`) or
     every row its own (`mask="example"`); in joint mode each sample's mask is
     shared by all of its inputs and depends only on the seed, the layer and the
-    sample index. After `quantize()`, Keras's quantized Dense kernels run
-    (mean inference, no masks).
+    sample index. Samples are a loop over the tiles: trace the call (a
+    `tf.function`, `predict`) for speed, eagerly each one runs op by op.
 
     Args:
         units: int >= 1. Dimensionality of the output space.
@@ -365,7 +370,7 @@ class DropConnectDense(_DropConnect, keras.layers.Dense):
         drop_bias: bool, default True. Whether the bias is dropped too.
         example_chunk: int >= 1 or None, default None. Examples per chunk for
             `mask="example"`; None picks the largest chunk whose masks take at
-            most 2 MiB (`example_chunk * in * out * 4` bytes).
+            most 1 MiB (`example_chunk * in * out * 4` bytes).
         seed: int or None, default None. Seed of the layer's random stream.
         **dense_kwargs: every other `keras.layers.Dense` argument
             (`activation`, `use_bias`, initializers, regularizers,

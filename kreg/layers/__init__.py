@@ -1,4 +1,4 @@
-"""kreg's layers: Dropout and DropConnect (and, with their issues, more)."""
+"""kreg's layers: Dropout (and, with their issues, DropConnect)."""
 
 from kreg.layers.dropconnect import DropConnectConv2D
 from kreg.layers.dropconnect import DropConnectDense

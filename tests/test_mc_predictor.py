@@ -361,3 +361,23 @@ def test_convert_dropout_rejects_subclassed_models():
     with pytest.raises(TypeError, match=r"subclassed model.*Replace "
                        r"keras.layers.Dropout with kreg.layers.Dropout"):
         kreg.convert_dropout(net)
+
+
+@pytest.mark.parametrize("mask", ["batch", "example"])
+def test_dropconnect_masks_independent_across_samples(mask):
+    # Kernel of ones, no bias, identity inputs: sample t's output for input e_j
+    # is row j of that sample's weight mask (times 1/keep).
+    d_in, d_out, t = 20, 30, 10
+    layer = kreg.layers.DropConnectDense(d_out, rate=0.5, mask=mask, use_bias=False,
+                                         kernel_initializer="ones", seed=0)
+    model = keras.Sequential([keras.Input((d_in,)), layer])
+    x = np.eye(d_in, dtype="float32")
+    pred = kreg.MCPredictor(model, samples=t, seed=1, max_batch=3 * d_in).predict(
+        x, verbose=0, return_samples=True)
+    masks = pred.samples > 0  # (T, d_in, d_out)
+    np.testing.assert_allclose(pred.samples[masks], 2.0, rtol=1e-6)
+    flat = masks.reshape(t, -1)
+    agree = (flat[:, None] == flat[None]).mean(axis=2)[~np.eye(t, dtype=bool)]
+    se = 0.5 / math.sqrt(flat.shape[1])
+    assert agree.max() < 0.5 + 5 * se
+    assert abs(masks.mean() - 0.5) < 5 * 0.5 / math.sqrt(masks.size)

@@ -99,12 +99,14 @@ def test_kernel_runs_this_python_and_this_kreg(tmp_path, kernel_manager_factory)
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(
         "import json, os, sys, kreg\n"
-        "print(json.dumps([sys.executable, kreg.__file__, os.getcwd()]))")]
+        "print(json.dumps([sys.executable, kreg.__file__, os.getcwd(),\n"
+        "                  os.environ.get('TF_CPP_MIN_LOG_LEVEL')]))")]
     _execute(nb, tmp_path, kernel_manager_factory)
-    executable, kreg_file, cwd = json.loads(_stdout(nb.cells[0]))
+    executable, kreg_file, cwd, log_level = json.loads(_stdout(nb.cells[0]))
     assert os.path.realpath(executable) == os.path.realpath(sys.executable)
     assert os.path.realpath(kreg_file) == os.path.realpath(kreg.__file__)
     assert os.path.realpath(cwd) == os.path.realpath(tmp_path)
+    assert log_level == "2"
 
 
 def test_there_are_notebooks():

@@ -1,6 +1,7 @@
 """Test-time Monte Carlo averaging over kreg's stochastic layers."""
 
 import math
+import weakref
 
 import keras
 import numpy as np
@@ -16,6 +17,7 @@ from kreg.mc._graph import split_model
 from kreg.mc.prediction import MCPrediction
 
 _SEED_RANGE = 1 << 24
+_COMPILED = weakref.WeakKeyDictionary()  # model -> {sampling key: {name: fn}}
 _DEFAULT_BATCH = 256
 
 
@@ -170,31 +172,39 @@ class MCPredictor:
                 f"{hint} Received: model={model.name!r}")
         self.sampling_layers = layers
         self._layer_index = {id(layer): i for i, layer in enumerate(layers)}
-        self._split = split_model(model)
+        # Compiled functions and the prefix split are shared by every
+        # predictor of the same model (and the same sampling layers and
+        # rates), so several predictors do not each retrace.
+        key = tuple((id(layer), layer.rate) for layer in layers)
+        per_model = _COMPILED.setdefault(model, {})
+        self._cache = per_model.setdefault(key, {})
+        if "split" not in self._cache:
+            self._cache["split"] = split_model(model)
+        self._split = self._cache["split"]
         act = _output_activation(model)
         if self.task == "auto":
             self.resolved_task = "classification" if act else "regression"
         else:
             self.resolved_task = self.task
         self.activation = act or "softmax"
-        self._functions = {}
-        self._prefix_fn = None
         self._rng = np.random.default_rng(seed)
 
     # -- compiled pieces -------------------------------------------------------
     def _prefix(self):
-        if self._prefix_fn is None:
+        fn = self._cache.get("prefix")
+        if fn is None:
             prefix = self._split.prefix
 
             def run(x):
                 out = prefix(x, training=False)
                 return list(out) if isinstance(out, (list, tuple)) else [out]
 
-            self._prefix_fn = compile_inference(run, self.model.variables)
-        return self._prefix_fn
+            fn = self._cache["prefix"] = compile_inference(run, self.model.variables)
+        return fn
 
     def _sampler(self, tiles):
-        fn = self._functions.get(tiles)
+        key = ("sampler", tiles, self.joint, self.samples if self.joint else None)
+        fn = self._cache.get(key)
         if fn is not None:
             return fn
         suffix = self._split.suffix
@@ -209,7 +219,7 @@ class MCPredictor:
                                   total_samples=total)
 
         fn = compile_inference(run, self.model.variables)
-        self._functions[tiles] = fn
+        self._cache[key] = fn
         return fn
 
     def _seed_dtype(self):

@@ -45,9 +45,34 @@ class TensorSeed(keras.random.SeedGenerator):
 
     def __init__(self, seed_tensor):  # noqa: D107 - no super().__init__ on purpose
         self._seed_tensor = seed_tensor
+        # Keras's torch dropout takes its (slow, unseeded) fast path when a
+        # generator's `_initial_seed` is None; this one is always seeded.
+        self._initial_seed = seed_tensor
 
     def next(self, ordered=True):
+        if keras.backend.backend() == "torch":
+            return _torch_mixed_seed(self._seed_tensor)
         return self._seed_tensor
+
+
+def _mix32(x):
+    """A 32-bit integer hash (the finalizer of MurmurHash3)."""
+    x &= 0xFFFFFFFF
+    x ^= x >> 16
+    x = (x * 0x85EBCA6B) & 0xFFFFFFFF
+    x ^= x >> 13
+    x = (x * 0xC2B2AE35) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def _torch_mixed_seed(seed):
+    """Keras's torch backend seeds a generator with `seed[0] + seed[1]`, so
+    seeds (a, b + 1) and (a + 1, b) would give the same stream. Hash the pair
+    into seed[0] instead (torch runs eagerly, the values are concrete)."""
+    first, second = (int(s) for s in ops.convert_to_numpy(seed).ravel()[:2])
+    mixed = _mix32(_mix32(first) ^ (second * 0x9E3779B1))
+    mixed = (mixed ^ 0x80000000) - 0x80000000  # as int32 (torch's seed dtype)
+    return ops.convert_to_tensor(np.array([mixed, 0]), dtype=seed.dtype)
 
 
 # ----------------------------------------------------------------------------

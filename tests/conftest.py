@@ -42,3 +42,31 @@ def run_python(code, *, timeout=300, env=None, cwd=None, check=True):
 def fresh_python():
     """`fresh_python(code, **kw)` runs code in a new interpreter (see run_python)."""
     return run_python
+
+
+# ----------------------------------------------------------------------------
+# Backends. `make test` runs the whole suite on TensorFlow, then the
+# backend-neutral modules (see BACKEND_TESTS in the Makefile) under
+# KERAS_BACKEND=jax and KERAS_BACKEND=torch. A test (or a module, through
+# `pytestmark = pytest.mark.tf_only`) that needs TensorFlow itself (tf.distribute,
+# SavedModel export, tf.data) carries the `tf_only` marker and is skipped there.
+# ----------------------------------------------------------------------------
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "tf_only: needs the TensorFlow backend (skipped under KERAS_BACKEND=jax/torch)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    skip = pytest.mark.skip(
+        reason=f"TensorFlow-only test (tf.distribute / TF APIs); the Keras backend "
+        f"is {backend!r}")
+    for item in items:
+        if item.get_closest_marker("tf_only") is not None:
+            item.add_marker(skip)

@@ -145,8 +145,13 @@ def test_fresh_mask_on_every_step_inside_fit():
                               keras.layers.Dense(1)])
     model.compile("sgd", "mse")
     masks = []
-    cb = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda b, logs: masks.append(_np(rec.seen.value).copy()))
+
+    class MaskLog(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            # Reading `self.model` syncs the state mid-epoch on JAX.
+            masks.append(_np(self.model.get_layer(rec.name).seen.value).copy())
+
+    cb = MaskLog()
     x = np.ones((40, 64), "float32")
     model.fit(x, np.zeros((40, 1)), batch_size=8, epochs=2, verbose=0,
               shuffle=False, callbacks=[cb])

@@ -9,6 +9,7 @@ Carlo serving signatures (module `kreg.serving`).
 
 from kreg import acquisition
 from kreg import callbacks
+from kreg import distribute
 from kreg import initializers
 from kreg import layers
 from kreg import regularizers
@@ -26,6 +27,7 @@ __all__ = [
     "acquisition",
     "callbacks",
     "convert_dropout",
+    "distribute",
     "export",
     "initializers",
     "layers",

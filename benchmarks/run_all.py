@@ -1,0 +1,134 @@
+"""Run every benchmark in benchmarks/ and print one table of ratios.
+
+Every `benchmarks/*.py` module (except `_*.py` helpers and this file) that has
+a `main(argv)` is run in this process, on the active Keras backend
+(KERAS_BACKEND), one after the other, so all ratios come from the same run on
+the same machine. Each `main` returns a dict with `"ratios"` (name -> value)
+and optionally `"targets"` (name -> "<= x" or ">= x"). The run ends with the
+list of files that ran (and any that did not, with the reason), the machine
+and versions, and one Markdown table of ratios against their targets; the
+README's benchmark tables are copied from it.
+
+Run: `make bench`, or `python benchmarks/run_all.py [--quick] [--json FILE]`.
+Exit status 1 when a benchmark fails. An expected benchmark that is not in
+this checkout is listed as missing, and a missed target is reported; neither
+is an error (timings depend on the machine).
+"""
+
+import argparse
+import importlib.util
+import inspect
+import json
+import os
+import sys
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from _common import machine  # noqa: E402
+
+# The benchmarks the README reports; a missing one is listed, never skipped
+# silently.
+EXPECTED = ("dropout.py", "dropconnect.py", "mc_predict.py", "import_time.py")
+# Targets of benchmarks whose main() does not return them.
+KNOWN_TARGETS = {
+    "speedup_vs_eager_loop": ">= 6",
+    "speedup_vs_tiled": ">= 1.5",
+    "joint_over_independent": "<= 1.10",
+}
+# Extra arguments in --quick mode (besides --quick itself).
+QUICK_EXTRA = {"mc_predict.py": ["--no-memory"]}
+
+
+def discover():
+    names = sorted(n for n in os.listdir(HERE)
+                   if n.endswith(".py") and not n.startswith("_") and n != "run_all.py")
+    return names
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"kreg_bench_{name[:-3]}",
+                                                  os.path.join(HERE, name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _call_main(main, argv):
+    params = inspect.signature(main).parameters
+    if not params:
+        return main()
+    try:
+        return main(argv)
+    except SystemExit as exc:  # an argparse that does not know --quick
+        if exc.code == 2 and argv:
+            print(f"(it does not accept {argv}; running it with no arguments)")
+            return main([])
+        raise
+
+
+def met(value, target):
+    if not target:
+        return ""
+    op, bound = target.split()
+    ok = value <= float(bound) if op == "<=" else value >= float(bound)
+    return "yes" if ok else "NO"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer repeats, no memory measurements")
+    parser.add_argument("--json", help="also write every result to this file")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    names = discover()
+    ran, failed, results = [], [], {}
+    for name in names:
+        print(f"\n{'=' * 78}\n## benchmarks/{name}\n{'=' * 78}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            module = _load(name)
+            if not hasattr(module, "main"):
+                failed.append((name, "no main()"))
+                print("not run: it has no main()")
+                continue
+            extra = ["--quick"] + QUICK_EXTRA.get(name, []) if args.quick else []
+            result = _call_main(module.main, extra)
+        except Exception:  # report and go on with the others
+            traceback.print_exc()
+            failed.append((name, "raised an exception (traceback above)"))
+            continue
+        ran.append((name, time.perf_counter() - t0))
+        results[name] = result if isinstance(result, dict) else {}
+    missing = [n for n in EXPECTED if n not in names]
+
+    info = machine()
+    print(f"\n{'=' * 78}\n# Summary ({time.perf_counter() - started:.0f} s)\n")
+    print("Ran: " + ", ".join(f"{n} ({s:.0f} s)" for n, s in ran))
+    for name, why in failed:
+        print(f"Failed: {name}: {why}")
+    for name in missing:
+        print(f"Missing: {name} (expected in benchmarks/, not there in this checkout)")
+    print("Machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
+    print("\n| benchmark | ratio | value | target | met |")
+    print("|---|---|---|---|---|")
+    for name, result in results.items():
+        ratios = result.get("ratios") or {}
+        targets = dict(KNOWN_TARGETS, **(result.get("targets") or {}))
+        if not ratios:
+            print(f"| {name} | (no ratios returned) | | | |")
+        for key, value in ratios.items():
+            target = targets.get(key, "")
+            print(f"| {name} | {key} | {value:.3f} | {target} | {met(value, target)} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "ran": [n for n, _ in ran], "failed": failed,
+                       "missing": missing, "results": results}, f, indent=2,
+                      default=str)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,4 +1,4 @@
-"""A `.keras` file saved on one Keras backend loads on the others, same predictions.
+"""Backends: a `.keras` file saved on one loads on the others; run-time seeds.
 
 One chain of fresh processes: TensorFlow saves; JAX loads it and saves; PyTorch
 loads both and saves; JAX loads PyTorch's; this process loads the JAX and PyTorch
@@ -15,7 +15,9 @@ import pytest
 
 import kreg
 
-pytestmark = pytest.mark.skipif(
+from kreg.layers.base import TensorSeed
+
+once = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
     reason="the cross-backend chain starts every backend itself; it runs once, in "
     "the TensorFlow run")
@@ -122,12 +124,14 @@ def _loads(chain):
         yield saver, "tensorflow", desc
 
 
+@once
 def test_every_backend_pair_loads(chain):
     pairs = {(s, t) for s, t, _ in _loads(chain)}
     assert pairs == {(s, t) for s in BACKENDS for t in BACKENDS if s != t}
     assert "Dropout" in chain["tensorflow"]["saved"]["classes"]
 
 
+@once
 def test_predictions_identical_across_backends(chain):
     for saver, loader, desc in _loads(chain):
         expected = np.array(chain[saver]["saved"]["pred"])
@@ -136,9 +140,41 @@ def test_predictions_identical_across_backends(chain):
                                    atol=1e-6, err_msg=f"{saver} -> {loader}")
 
 
+@once
 def test_penalties_and_seed_state_survive_across_backends(chain):
     for saver, loader, desc in _loads(chain):
         saved = chain[saver]["saved"]
         assert desc["penalty"] == pytest.approx(saved["penalty"], rel=1e-6)
         assert desc["seed_state"] == saved["seed_state"], f"{saver} -> {loader}"
         assert saved["seed_state"] == [2, 3]  # seed 2, three draws
+
+
+# ----------------------------------------------------------------------------
+# Seeds computed at run time (Monte Carlo sampling), on every backend
+# ----------------------------------------------------------------------------
+def _draw(seed_pair, shape=(4000,)):
+    dtype = kreg.layers.Dropout(0.5).seed_generator.state.dtype
+    seed = TensorSeed(keras.ops.convert_to_tensor(np.array(seed_pair), dtype=dtype))
+    return keras.ops.convert_to_numpy(keras.random.uniform(shape, seed=seed))
+
+
+def test_run_time_seeds_are_reproducible_and_distinct():
+    a = _draw([7, 3])
+    np.testing.assert_array_equal(a, _draw([7, 3]))
+    # Keras's torch backend seeds its generator with seed[0] + seed[1]; kreg
+    # hashes the pair, so (7, 4) and (8, 3) are different streams everywhere.
+    for other in ([7, 4], [8, 3], [3, 7]):
+        b = _draw(other)
+        assert abs(np.corrcoef(a, b)[0, 1]) < 0.1, other
+
+
+def test_dropout_with_a_run_time_seed_is_seeded_on_every_backend():
+    # keras.random.dropout on torch takes the unseeded path for a generator
+    # whose `_initial_seed` is None; a TensorSeed must never look unseeded.
+    x = keras.ops.ones((50, 40))
+    dtype = kreg.layers.Dropout(0.5).seed_generator.state.dtype
+    seed = keras.ops.convert_to_tensor(np.array([5, 1]), dtype=dtype)
+    first = keras.ops.convert_to_numpy(keras.random.dropout(x, 0.5, seed=TensorSeed(seed)))
+    again = keras.ops.convert_to_numpy(keras.random.dropout(x, 0.5, seed=TensorSeed(seed)))
+    np.testing.assert_array_equal(first, again)
+    assert 0.4 < (first != 0).mean() < 0.6

@@ -1,8 +1,8 @@
 """Backends: a `.keras` file saved on one loads on the others; run-time seeds.
 
-One chain of fresh processes: TensorFlow saves; JAX loads it and saves; PyTorch
-loads both and saves; JAX loads PyTorch's; this process loads the JAX and PyTorch
-files. Each file
+One chain: this (TensorFlow) process saves; a JAX process loads it and saves; a
+PyTorch process loads both and saves; a JAX process loads PyTorch's; this
+process loads the JAX and PyTorch files. Each file
 holds a model with every kreg class that Keras serializes.
 """
 
@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 import kreg
-
 from kreg.layers.base import TensorSeed
 
 once = pytest.mark.skipif(
@@ -32,60 +31,55 @@ import numpy as np
 import keras
 import kreg
 
-backend, folder, earlier, save = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), \
-    sys.argv[4] == "save"
-assert keras.backend.backend() == backend, keras.backend.backend()
-R, I = kreg.regularizers, kreg.initializers
-layers = [
-    keras.Input((10,)),
-    keras.layers.Dense(16, activation="relu", kernel_initializer=I.HeNormal(seed=1),
-                       kernel_regularizer=R.ElasticNet(1e-3, 1e-2),
-                       bias_regularizer=R.L1(1e-3)),
-    kreg.layers.Dropout(keep_prob=0.8, scaling="test_time", seed=2, name="drop"),
-]
-if hasattr(kreg.layers, "DropConnectDense"):
-    layers.append(kreg.layers.DropConnectDense(8, 0.5, seed=3, name="dc",
-                                               activation="tanh"))
-layers.append(keras.layers.Dense(3, activation="softmax",
-                                 kernel_initializer=I.HeNormal(seed=4, mode="fan_avg"),
-                                 kernel_regularizer=R.L2(1e-2)))
-model = keras.Sequential(layers)
-x = np.random.default_rng(0).normal(size=(20, 10)).astype("float32")
-ones = np.ones((2, 16), "float32")
-for _ in range(3):  # advance the dropout layer's seed state
-    model.get_layer("drop")(ones, training=True)
+
+def step(backend, folder, earlier, save):
+    assert keras.backend.backend() == backend, keras.backend.backend()
+    R, I = kreg.regularizers, kreg.initializers
+    layers = [
+        keras.Input((10,)),
+        keras.layers.Dense(16, activation="relu", kernel_initializer=I.HeNormal(seed=1),
+                           kernel_regularizer=R.ElasticNet(1e-3, 1e-2),
+                           bias_regularizer=R.L1(1e-3)),
+        kreg.layers.Dropout(keep_prob=0.8, scaling="test_time", seed=2, name="drop"),
+    ]
+    if hasattr(kreg.layers, "DropConnectDense"):
+        layers.append(kreg.layers.DropConnectDense(8, 0.5, seed=3, name="dc",
+                                                   activation="tanh"))
+    layers.append(keras.layers.Dense(3, activation="softmax",
+                                     kernel_initializer=I.HeNormal(seed=4, mode="fan_avg"),
+                                     kernel_regularizer=R.L2(1e-2)))
+    model = keras.Sequential(layers)
+    x = np.random.default_rng(0).normal(size=(20, 10)).astype("float32")
+    ones = np.ones((2, 16), "float32")
+    for _ in range(3):  # advance the dropout layer's seed state
+        model.get_layer("drop")(ones, training=True)
+
+    def describe(m):
+        return {
+            "pred": np.asarray(m.predict(x, verbose=0), "float64").tolist(),
+            "penalty": float(kreg.regularizers.penalty(m)[0]),
+            "seed_state": [int(s) for s in keras.ops.convert_to_numpy(
+                m.get_layer("drop").seed_generator.state)],
+            "classes": sorted({type(layer).__name__ for layer in m.layers}),
+        }
+
+    out = {"saved": describe(model), "loaded": {}}
+    if save:
+        model.save(f"{folder}/{backend}.keras")
+    for other in earlier:
+        m = keras.models.load_model(f"{folder}/{other}.keras")
+        out["loaded"][other] = describe(m)
+    return out
 
 
-def describe(m):
-    return {
-        "pred": np.asarray(m.predict(x, verbose=0), "float64").tolist(),
-        "penalty": float(kreg.regularizers.penalty(m)[0]),
-        "seed_state": [int(s) for s in keras.ops.convert_to_numpy(
-            m.get_layer("drop").seed_generator.state)],
-        "classes": sorted({type(layer).__name__ for layer in m.layers}),
-    }
-
-
-out = {"saved": describe(model), "loaded": {}}
-if save:
-    model.save(f"{folder}/{backend}.keras")
-for other in earlier:
-    m = keras.models.load_model(f"{folder}/{other}.keras")
-    out["loaded"][other] = describe(m)
-print("JSON:" + json.dumps(out))
+if __name__ == "__main__":
+    print("JSON:" + json.dumps(step(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]),
+                                    sys.argv[4] == "save")))
 """
 
 
 def _have(backend):
     return backend == "tensorflow" or importlib.util.find_spec(backend) is not None
-
-
-def _describe_here(path, x):
-    m = keras.models.load_model(path)
-    return {"pred": np.asarray(m.predict(x, verbose=0), "float64").tolist(),
-            "penalty": float(kreg.regularizers.penalty(m)[0]),
-            "seed_state": [int(s) for s in keras.ops.convert_to_numpy(
-                m.get_layer("drop").seed_generator.state)]}
 
 
 @pytest.fixture(scope="module")
@@ -96,10 +90,12 @@ def chain(tmp_path_factory, fresh_python):
     folder = tmp_path_factory.mktemp("backends")
     script = folder / "chain.py"
     script.write_text(CHAIN)
-    results = {}
-    steps = [(b, list(BACKENDS[:i]), "save") for i, b in enumerate(BACKENDS)]
-    steps.append(("jax", ["torch"], "load"))
-    for backend, earlier, save in steps:
+    here = {"__name__": "kreg_backend_chain"}
+    exec(CHAIN, here)  # this process is the TensorFlow one
+    results = {"tensorflow": here["step"]("tensorflow", folder, [], True)}
+    for backend, earlier, save in [("jax", ["tensorflow"], "save"),
+                                   ("torch", ["tensorflow", "jax"], "save"),
+                                   ("jax", ["torch"], "load")]:
         proc = fresh_python(
             f"import runpy, sys; sys.argv = ['chain', {backend!r}, {str(folder)!r}, "
             f"{json.dumps(earlier)!r}, {save!r}]; "
@@ -109,9 +105,7 @@ def chain(tmp_path_factory, fresh_python):
             results[backend] = proc.result
         else:
             results[backend]["loaded"].update(proc.result["loaded"])
-    x = np.random.default_rng(0).normal(size=(20, 10)).astype("float32")
-    results["here"] = {b: _describe_here(folder / f"{b}.keras", x)
-                       for b in ("jax", "torch")}
+    results["here"] = here["step"]("tensorflow", folder, ["jax", "torch"], False)["loaded"]
     return results
 
 

@@ -361,19 +361,19 @@ def _run_workers(tmp_path, timeout=300):
 
 
 @pytest.fixture(scope="module")
-def multi_worker(tmp_path_factory, fresh_python):
+def multi_worker(tmp_path_factory):
     workers = _run_workers(tmp_path_factory.mktemp("mwms"))
-    # The reference: the same loop on one device in one process.
-    reference = fresh_python(_script("""
-        with tf.distribute.get_strategy().scope():
-            model = build(0.0)
-            model.compile(keras.optimizers.SGD(LR), "mse")
-        cbs = callbacks()
-        history = kreg.distribute.train(model, dataset(X, Y), epochs=EPOCHS,
-                                        validation_data=dataset(XV, YV), callbacks=cbs)
-        print("JSON:" + json.dumps(summary(model, history, cbs[1])))
-    """)).result
-    return workers, reference
+    # The reference: the same loop on one device, in this process.
+    ns = {"__name__": "kreg_mwms_reference"}
+    exec(textwrap.dedent(COMMON), ns)
+    with ns["tf"].distribute.get_strategy().scope():
+        model = ns["build"](0.0)
+        model.compile(keras.optimizers.SGD(ns["LR"]), "mse")
+    cbs = ns["callbacks"]()
+    history = kreg.distribute.train(
+        model, ns["dataset"](ns["X"], ns["Y"]), epochs=ns["EPOCHS"],
+        validation_data=ns["dataset"](ns["XV"], ns["YV"]), callbacks=cbs)
+    return workers, json.loads(json.dumps(ns["summary"](model, history, cbs[1])))
 
 
 def test_multi_worker_training_matches_one_device(multi_worker):

@@ -18,6 +18,7 @@ import threading
 import keras
 import numpy as np
 from keras import ops
+from keras.src.backend import random_seed_dtype
 
 from kreg import _validation as v
 
@@ -116,7 +117,8 @@ class SamplingContext:
             raise ValueError(
                 f"kreg supports at most {MAX_SAMPLING_LAYERS} sampling layers "
                 f"and 8 draws per layer; got layer index {index}, salt {salt}")
-        seed = ops.convert_to_tensor(self.seed)
+        # The backend's seed dtype (uint32 on JAX, whose keys reject int32).
+        seed = ops.cast(ops.convert_to_tensor(self.seed), random_seed_dtype())
         # seed = [base, counter] with base < 2**24 and counter < 2**28: the
         # layer goes into the high bits of seed[0] and the salt into those of
         # seed[1], so no (layer, counter, salt) triples share a seed.

@@ -13,7 +13,8 @@ _EPS = 1e-12
 
 
 def _xlogx(p):
-    return np.where(p > 0, p * np.log(np.maximum(p, _EPS)), 0.0)
+    """p log p with 0 log 0 = 0."""
+    return p * np.log(np.where(p > 0, p, 1.0))
 
 
 def categorical_entropy(p, axis=-1):

@@ -88,8 +88,9 @@ class MCPrediction:
             self.entropy = categorical_entropy(mean)
             self.expected_entropy = categorical_entropy(s).mean(axis=0)
             labels = s.argmax(axis=2)  # (T, N)
-            counts = np.zeros((n, s.shape[2]))
-            np.add.at(counts, (np.broadcast_to(np.arange(n), (t, n)), labels), 1)
+            c = s.shape[2]
+            flat = (np.arange(n)[None, :] * c + labels).ravel()
+            counts = np.bincount(flat, minlength=n * c).reshape(n, c)
             self.variation_ratio = 1.0 - counts.max(axis=1) / t
         else:
             self.entropy = bernoulli_entropy(mean).sum(axis=1)

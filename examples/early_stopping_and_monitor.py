@@ -36,7 +36,7 @@ model = keras.Sequential([
     keras.layers.Dense(10, activation="softmax", name="output",
                        kernel_regularizer=kreg.regularizers.L1(1e-4)),
 ])
-model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy",
+model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy",
               metrics=["accuracy"])
 
 stopper = kreg.callbacks.EarlyStopping(monitor="val_loss", patience=3)

@@ -770,7 +770,10 @@ def plot_learning_curves(results, extras, path):
         ax.set_xlabel("epoch")
         ax.set_ylabel("cross-entropy" if classification else "RMSE")
         if classification:
+            from matplotlib.ticker import NullFormatter
+
             ax.set_yscale("log")
+            ax.yaxis.set_minor_formatter(NullFormatter())
         ax.legend(fontsize=8)
     for ax in axes.flat[n:]:
         ax.set_visible(False)

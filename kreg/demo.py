@@ -10,7 +10,7 @@ no regularization   the plain network
 L2                  `kreg.regularizers.L2` on every kernel
 L1                  `kreg.regularizers.L1` on every kernel
 elastic net         `kreg.regularizers.ElasticNet` (half of each) on every kernel
-inverted dropout    `kreg.layers.Dropout` on the inputs and both hidden layers
+inverted dropout    `kreg.layers.Dropout` after both hidden layers
 DropConnect         `kreg.layers.DropConnectDense` as both hidden layers
 early stopping      `kreg.callbacks.EarlyStopping` on the validation data term
 dropout + L2 + ES   the three together
@@ -90,7 +90,11 @@ class DatasetConfig:
     quick_epochs: int = 12
     l2: float = 1e-3
     l1: float = 1e-4
-    input_dropout: float = 0.2
+    # No input dropout by default: on these small inputs (an 8x8 image, 30 or
+    # 10 measurements) each Monte Carlo sample would lose much of the input,
+    # and the MC average came out underconfident (digits: MC NLL 0.16 vs 0.10
+    # deterministic with 0.2 on the inputs; 0.10 vs 0.15 without).
+    input_dropout: float = 0.0
     dropout: float = 0.5
     dropconnect: float = 0.5
     patience: int = 10
@@ -105,7 +109,7 @@ CONFIGS = {
     "breast_cancer": DatasetConfig("classification", batch_size=32),
     "diabetes": DatasetConfig(
         "regression", batch_size=32, epochs=100, quick_epochs=20,
-        input_dropout=0.0, dropout=0.2, dropconnect=0.2, l1=1e-4, l2=1e-3,
+        dropout=0.2, dropconnect=0.2, l1=1e-4, l2=1e-3,
     ),
 }
 
@@ -261,8 +265,8 @@ def build_model(technique, cfg, input_dim, outputs, seed=0):
     `kreg.initializers.HeNormal` (the same initial weights for every
     technique, DropConnect included), softmax output for classification and a
     linear one for regression; the penalty (if any) on every kernel; dropout
-    on the inputs and after each hidden layer, or DropConnect on the hidden
-    layers' weights (and biases).
+    after each hidden layer (and on the inputs if `cfg.input_dropout` > 0), or
+    DropConnect on the hidden layers' weights (and biases).
 
     Args:
         technique: a `Technique`.
@@ -683,7 +687,10 @@ def _markdown(results):
         f"Network {results['network']}; Adam (learning rate {cfg['learning_rate']}), "
         f"batch {cfg['batch_size']}, at most {results['epochs']} epochs, seed "
         f"{results['seed']}; split {split['train']} train / {split['val']} validation "
-        f"/ {split['test']} test (features standardized on the training split).",
+        f"/ {split['test']} test ("
+        + ("pixels standardized with one mean and standard deviation"
+           if cfg["scaling"] == "global" else "each feature standardized")
+        + " from the training split).",
         "",
         format_table(results),
         "",
@@ -711,8 +718,9 @@ def _markdown(results):
             f"coverage of the central prediction intervals at levels 5%..95%.")
     text.append(
         f"- L2 {cfg['l2']:g}, L1 {cfg['l1']:g}, elastic net L1 {cfg['l1'] / 2:g} + "
-        f"L2 {cfg['l2'] / 2:g} on every kernel; dropout {cfg['input_dropout']:g} on "
-        f"the inputs and {cfg['dropout']:g} after each hidden layer; DropConnect "
+        f"L2 {cfg['l2'] / 2:g} on every kernel; dropout {cfg['dropout']:g} after "
+        f"each hidden layer" + (f" and {cfg['input_dropout']:g} on the inputs"
+                                if cfg["input_dropout"] else "") + "; DropConnect "
         f"{cfg['dropconnect']:g} on both hidden layers' weights and biases.")
     if results.get("uncertainty"):
         text += ["", "Predictive uncertainty (joint MC samples) on the test inputs and "

@@ -1,0 +1,595 @@
+"""DropConnect (Wan et al. 2013): Dense and Conv2D layers that drop weights.
+
+Where Dropout zeroes activations, DropConnect zeroes individual *weights*: each
+entry of the kernel (and of the bias, with `drop_bias=True`) is kept with
+probability `keep_prob = 1 - rate` and scaled by `1 / keep_prob` (inverted
+scaling, so the expected weight is the stored weight W).
+
+Backend-neutral: only `keras.ops` and `keras.random`.
+"""
+
+import keras
+from keras import ops
+
+from kreg import _validation as v
+from kreg.layers.base import DEFAULT_RATE
+from kreg.layers.base import StochasticLayer
+from kreg.layers.base import TensorSeed
+from kreg.layers.base import current_sampling
+
+MASKS = ("batch", "example")
+INFERENCES = ("mean", "gaussian", "sample")
+
+#: Default size of the per-example weight masks of one chunk (mask="example").
+EXAMPLE_CHUNK_BYTES = 2**20
+#: Gaussian inference evaluates the activation on this many draws at a time.
+GAUSSIAN_BLOCK = 32
+
+_SEED_SPAN = 2**30  # derived seeds stay below 2**31 after adding an index
+_GAUSSIAN_SALT = 2_000_000_011  # second seed word of the fixed Gaussian stream
+
+
+# ----------------------------------------------------------------------------
+# Seeds and masks
+# ----------------------------------------------------------------------------
+class _SeedSplitter:
+    """Independent seeds, indexed by int, from one draw of a seed.
+
+    One draw of `seed` (a `SeedGenerator` or a `TensorSeed`) is hashed (by a
+    Philox draw) to a fresh base pair; seed `i` is that base plus `(0, i)`.
+    The index may be a tensor (a chunk or sample index inside a loop). The
+    base is random, so derived seeds stay apart from the generator's own
+    `(s, counter)` stream and from other draws' seeds (up to a collision of
+    two random 30-bit pairs).
+    """
+
+    def __init__(self, seed):
+        base = seed.next()
+        self._dtype = keras.backend.standardize_dtype(base.dtype)
+        self._base = keras.random.randint(
+            (2,), 0, _SEED_SPAN, seed=TensorSeed(base), dtype="int32"
+        )
+
+    def __call__(self, index):
+        index = ops.cast(index, "int32")
+        offset = ops.stack([ops.zeros((), "int32"), index])
+        return TensorSeed(ops.cast(ops.add(self._base, offset), self._dtype))
+
+
+def _keep(shape, seed, keep_prob):
+    """A boolean Bernoulli(keep_prob) mask of `shape`."""
+    return keras.random.uniform(shape, seed=seed, dtype="float32") < keep_prob
+
+
+def _drop(values, keep, keep_prob):
+    """`values / keep_prob` where `keep`, else 0 (inverted scaling)."""
+    scaled = values * ops.cast(1.0 / keep_prob, values.dtype)
+    return ops.where(keep, scaled, ops.zeros((), values.dtype))
+
+
+def _example_matmul(x3, kernel, seeds, keep_prob, chunk):
+    """`y[b] = x3[b] @ (kernel * M_b / keep_prob)`, one mask M_b per example.
+
+    `x3` is (batch, S, in). The batch is processed `chunk` examples at a time,
+    and the masks are regenerated from their seeds in the backward pass, so
+    memory stays bounded by a few `chunk x in x out` tensors whatever the
+    batch size. Chunk `k` uses the seed `seeds(1 + k)`.
+    """
+    in_dim, out_dim = kernel.shape
+    shape = ops.shape(x3)
+    batch, length = shape[0], shape[1]
+    if isinstance(batch, int):
+        c = max(1, min(chunk, batch))
+    else:
+        c = ops.maximum(ops.minimum(chunk, batch), 1)
+    n = (batch + c - 1) // c
+    xs = ops.pad(x3, [[0, n * c - batch], [0, 0], [0, 0]])
+    xs = ops.reshape(xs, (n, c, length, in_dim))
+    index = ops.arange(n, dtype="int32")
+
+    def mask(k):
+        return _keep((c, in_dim, out_dim), seeds(1 + k), keep_prob)
+
+    @ops.custom_gradient
+    def masked_matmul(xs, kernel):
+        def forward(args):
+            xk, k = args
+            return ops.matmul(xk, _drop(kernel, mask(k), keep_prob))
+
+        ys = ops.map(forward, (xs, index))
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+
+            def body(k, carry):
+                dkernel, dxs = carry
+                keep = mask(k)
+                xk = ops.take(xs, k, axis=0)
+                gk = ops.take(upstream, k, axis=0)
+                wk = _drop(kernel, keep, keep_prob)
+                dx = ops.matmul(gk, ops.transpose(wk, (0, 2, 1)))
+                outer = ops.matmul(ops.transpose(xk, (0, 2, 1)), gk)
+                dw = ops.sum(_drop(outer, keep, keep_prob), axis=0)
+                dxs = ops.slice_update(dxs, (k, 0, 0, 0), dx[None])
+                return dkernel + dw, dxs
+
+            dkernel, dxs = ops.fori_loop(
+                0, n, body, (ops.zeros_like(kernel), ops.zeros_like(xs))
+            )
+            return dxs, dkernel
+
+        return ys, grad
+
+    # A tensor, not the variable itself: tf.custom_gradient must not see a
+    # variable read inside the function (the gradient reaches it through this).
+    ys = masked_matmul(xs, ops.copy(kernel))
+    return ops.reshape(ys, (n * c, length, out_dim))[:batch]
+
+
+# ----------------------------------------------------------------------------
+# Shared behaviour
+# ----------------------------------------------------------------------------
+class _DropConnect(StochasticLayer):
+    """What DropConnectDense and DropConnectConv2D share (not public)."""
+
+    def _init_dropconnect(self, rate, keep_prob, mask, inference,
+                          inference_samples, drop_bias, seed):
+        owner = type(self).__name__
+        self._init_stochastic(rate, keep_prob, seed)
+        self.mask = mask
+        self.inference = v.check_option(owner, "inference", inference, INFERENCES)
+        self.inference_samples = v.check_int(
+            owner, "inference_samples", inference_samples, low=1
+        )
+        self.drop_bias = v.check_bool(owner, "drop_bias", drop_bias)
+
+    # -- hooks of the concrete layers --------------------------------------
+    def _apply_kernel(self, inputs, kernel):
+        """`inputs @ kernel` (Dense) or `conv(inputs, kernel)` (Conv2D)."""
+        raise NotImplementedError
+
+    def _add_bias(self, x, bias):
+        """Add a bias of shape (units,) along the channel axis."""
+        raise NotImplementedError
+
+    def _linear(self, inputs, kernel, bias):
+        """The pre-activation for a given kernel and bias (bias may be None)."""
+        x = self._apply_kernel(inputs, kernel)
+        return x if bias is None else self._add_bias(x, bias)
+
+    def _masked(self, inputs, seed):
+        """The pre-activation with masks drawn from `seed`."""
+        return self._batch_masked(inputs, _SeedSplitter(seed), 0)
+
+    def _tiled(self, inputs, ctx):
+        return self._per_sample(inputs, ctx)
+
+    @property
+    def _units(self):
+        raise NotImplementedError
+
+    @property
+    def _channel_axis(self):
+        return -1
+
+    # -- common machinery --------------------------------------------------
+    def call(self, inputs, training=None):
+        if not self.is_stochastic:
+            return self._activate(self._linear(inputs, self.kernel, self.bias))
+        ctx = current_sampling()
+        if ctx is not None:
+            return self._activate(self._tiled(inputs, ctx))
+        if training:
+            return self._activate(self._masked(inputs, self.training_seed()))
+        if self.inference == "sample":
+            return self._activate(self._masked(inputs, self.seed_generator))
+        if self.inference == "gaussian":
+            return self._gaussian(inputs)
+        return self._activate(self._linear(inputs, self.kernel, self.bias))
+
+    def _activate(self, x):
+        return x if self.activation is None else self.activation(x)
+
+    def _dropped_bias(self, seed):
+        if self.bias is None or not self.drop_bias:
+            return self.bias
+        bias = ops.convert_to_tensor(self.bias)
+        return _drop(bias, _keep(ops.shape(bias), seed, self.keep_prob),
+                     self.keep_prob)
+
+    def _batch_masked(self, inputs, seeds, index):
+        """One kernel (and bias) mask, from seeds `2 * index` (+1 for bias)."""
+        kernel = ops.convert_to_tensor(self.kernel)
+        keep = _keep(ops.shape(kernel), seeds(2 * index), self.keep_prob)
+        kernel = _drop(kernel, keep, self.keep_prob)
+        return self._linear(inputs, kernel, self._dropped_bias(seeds(2 * index + 1)))
+
+    def _per_sample(self, inputs, ctx):
+        """One mask per Monte Carlo sample of a tiled batch."""
+        seeds = _SeedSplitter(ctx.seed_for(self))
+        shape = ops.shape(inputs)
+        x = ops.reshape(inputs, (ctx.tiles, -1) + tuple(shape[1:]))
+        index = ops.arange(ctx.tiles, dtype="int32")
+        if ctx.joint:
+            index = index + ops.cast(ctx.sample_offset, "int32")
+
+        def one_sample(args):
+            xt, s = args
+            return self._batch_masked(xt, seeds, s)
+
+        y = ops.map(one_sample, (x, index))
+        return ops.reshape(y, (-1,) + tuple(ops.shape(y)[2:]))
+
+    def _gaussian_seed(self):
+        """A fixed seed: the generator's first word (the layer seed) + a salt."""
+        state = ops.convert_to_tensor(self.seed_generator.state)
+        salt = ops.convert_to_tensor(_GAUSSIAN_SALT, dtype=state.dtype)
+        return TensorSeed(ops.stack([state[0], salt]))
+
+    def preactivation_moments(self, inputs):
+        """Mean and variance of the pre-activation over the weight masks.
+
+        With inverted scaling, `mean = x @ W + b` and
+        `variance = (rate / keep_prob) (x*x) @ (W*W)`, plus
+        `(rate / keep_prob) b^2` when the bias is dropped (for Conv2D the
+        products are convolutions). These are the moments that
+        `inference="gaussian"` matches.
+
+        Args:
+            inputs: a tensor, as for `call`.
+
+        Returns:
+            A tuple `(mean, variance)` of tensors shaped like the layer's
+            pre-activation output.
+        """
+        kernel = ops.convert_to_tensor(self.kernel)
+        mean = self._linear(inputs, kernel, self.bias)
+        var = self._apply_kernel(inputs * inputs, kernel * kernel)
+        if self.bias is not None and self.drop_bias:
+            bias = ops.convert_to_tensor(self.bias)
+            var = self._add_bias(var, bias * bias)
+        return mean, var * ops.cast(self.rate / self.keep_prob, var.dtype)
+
+    def _gaussian(self, inputs):
+        """Wan et al.'s Algorithm 2: moment matching plus sampling."""
+        if self.activation in (None, keras.activations.linear):
+            # The average of u ~ N(mu, sigma^2) is exactly mu.
+            return self._linear(inputs, self.kernel, self.bias)
+        mu, var = self.preactivation_moments(inputs)
+        std = ops.sqrt(ops.maximum(var, 0.0))
+
+        z = self.inference_samples
+        block = min(z, GAUSSIAN_BLOCK)
+        blocks = -(-z // block)
+        eps = keras.random.normal((z, self._units), seed=self._gaussian_seed(),
+                                  dtype="float32")
+        eps = ops.cast(eps, mu.dtype)
+        weight = ops.ones((z,), mu.dtype)
+        if blocks * block > z:
+            extra = blocks * block - z
+            eps = ops.pad(eps, [[0, extra], [0, 0]])
+            weight = ops.pad(weight, [[0, extra]])
+        eps = ops.reshape(eps, (blocks, block, self._units))
+        weight = ops.reshape(weight, (blocks, block))
+        rank = len(mu.shape)
+        axis = self._channel_axis % rank
+        eps_shape = [block] + [1] * rank
+        eps_shape[1 + axis] = self._units
+        mu_shape = tuple(ops.shape(mu))
+
+        def block_sum(i):
+            e = ops.reshape(ops.take(eps, i, axis=0), eps_shape)
+            u = ops.reshape(mu[None] + std[None] * e, (-1,) + mu_shape[1:])
+            a = ops.reshape(self.activation(u), (block,) + mu_shape)
+            w = ops.reshape(ops.take(weight, i, axis=0), [block] + [1] * rank)
+            return ops.sum(a * w, axis=0)
+
+        if blocks == 1:
+            total = block_sum(0)
+        else:
+            total = ops.fori_loop(
+                1, blocks, lambda i, acc: acc + block_sum(i), block_sum(0)
+            )
+        return total / ops.cast(z, total.dtype)
+
+    def _dropconnect_config(self):
+        return {
+            "rate": self.rate,
+            "keep_prob": None,
+            "mask": self.mask,
+            "inference": self.inference,
+            "inference_samples": self.inference_samples,
+            "drop_bias": self.drop_bias,
+            "seed": self.seed,
+        }
+
+
+# ----------------------------------------------------------------------------
+# Dense
+# ----------------------------------------------------------------------------
+@keras.saving.register_keras_serializable(package="kreg")
+class DropConnectDense(_DropConnect, keras.layers.Dense):
+    """A `keras.layers.Dense` with DropConnect (Wan et al. 2013) on its weights.
+
+    While training, every kernel entry (and bias entry, with `drop_bias=True`)
+    is kept with probability `keep_prob = 1 - rate` and multiplied by
+    `1 / keep_prob` when kept (inverted scaling: the expected weight is W), so
+    the layer computes `activation(x @ (M * W) / keep_prob + b')`. Every
+    argument of `keras.layers.Dense` works and is saved with the layer, and
+    `get_weights()` is `[kernel, bias]` as for Dense. The random generator's
+    state is saved with the model.
+
+    Masks (`mask`):
+      * `"batch"`: one kernel mask per call, shared by the whole batch (the
+        common, cheap variant: one `in x out` mask per step).
+      * `"example"`: an independent kernel mask for every example, the paper's
+        definition. It needs `batch x in x out` random draws per call, which
+        costs far more than the matmul itself (see the README's benchmark);
+        the batch is processed `example_chunk` examples at a time and the
+        masks are regenerated in the backward pass, so memory is bounded by a
+        few `example_chunk x in x out` float32 tensors per loop iteration in
+        flight (TensorFlow runs up to 10 at once), not by the batch size;
+        the price is drawing every mask twice per training step.
+
+    Inference (`inference`, when `training` is falsy):
+      * `"mean"`: deterministic, `activation(x @ W + b)`.
+      * `"gaussian"`: the paper's Algorithm 2. The pre-activation u of each
+        unit is matched by a Gaussian with `mu = x @ W + b` and
+        `sigma^2 = (rate / keep_prob) (x*x) @ (W*W)` (plus
+        `(rate / keep_prob) b^2` when the bias is dropped); the output is the
+        average of `activation(u)` over `inference_samples` draws of u. The
+        draws use a fixed seed (the layer's seed), so the output is
+        deterministic, and the same standard-normal draws serve every example,
+        so an example's output does not depend on the rest of its batch. For
+        a linear activation the exact mean `mu` is returned. Cost: the
+        activation is evaluated `inference_samples x batch x ... x units`
+        times, 32 draws at a time, so memory holds
+        `min(inference_samples, 32) x batch x ... x units` values.
+      * `"sample"`: draw a fresh mask at every call (from the layer's
+        generator), for Monte Carlo averaging.
+
+    Inside kreg's Monte Carlo sampling scope (`kreg.layers.base.sampling_scope`)
+    the layer samples whatever `training` says: with Monte Carlo samples tiled
+    along the batch, every sample gets its own kernel mask (`mask="batch"`) or
+    every row its own (`mask="example"`); in joint mode each sample's mask is
+    shared by all of its inputs and depends only on the seed, the layer and the
+    sample index. Samples are a loop over the tiles: trace the call (a
+    `tf.function`, `predict`) for speed, eagerly each one runs op by op.
+
+    Args:
+        units: int >= 1. Dimensionality of the output space.
+        rate: float in [0, 1), default 0.5. The probability of dropping a
+            weight. Mutually exclusive with `keep_prob`.
+        keep_prob: float in (0, 1] or None, default None. The probability p of
+            keeping a weight; `rate = 1 - keep_prob`.
+        mask: `"batch"` (default) or `"example"`.
+        inference: `"mean"` (default), `"gaussian"` or `"sample"`.
+        inference_samples: int >= 1, default 256. Z, the number of Gaussian
+            draws per unit of `inference="gaussian"`.
+        drop_bias: bool, default True. Whether the bias is dropped too.
+        example_chunk: int >= 1 or None, default None. Examples per chunk for
+            `mask="example"`; None picks the largest chunk whose masks take at
+            most 1 MiB (`example_chunk * in * out * 4` bytes).
+        seed: int or None, default None. Seed of the layer's random stream.
+        **dense_kwargs: every other `keras.layers.Dense` argument
+            (`activation`, `use_bias`, initializers, regularizers,
+            constraints, `lora_rank`, ...) and base layer arguments (`name`,
+            `dtype`, ...).
+
+    Call arguments:
+        inputs: a tensor of shape `(batch, ..., input_dim)`.
+        training: bool, default None (False). Whether to drop weights.
+
+    Returns:
+        A tensor of shape `(batch, ..., units)`.
+
+    Example:
+
+    >>> import numpy as np, kreg
+    >>> layer = kreg.layers.DropConnectDense(3, rate=0.5, seed=1,
+    ...                                      kernel_initializer="ones")
+    >>> x = np.ones((2, 4), "float32")
+    >>> np.asarray(layer(x)).tolist()  # mean inference: x @ W
+    [[4.0, 4.0, 4.0], [4.0, 4.0, 4.0]]
+    >>> y = np.asarray(layer(x, training=True))  # 2 x (number of kept weights)
+    >>> bool(np.all(y % 2 == 0)) and bool(np.all(y[0] == y[1]))  # one mask
+    True
+    >>> per_example = kreg.layers.DropConnectDense(
+    ...     64, mask="example", seed=2, kernel_initializer="ones")
+    >>> y = np.asarray(per_example(np.ones((2, 100), "float32"), training=True))
+    >>> bool(np.all(y[0] == y[1]))  # a different mask for every example
+    False
+    >>> relu = kreg.layers.DropConnectDense(
+    ...     1, inference="gaussian", seed=3, activation="relu",
+    ...     kernel_initializer="ones", use_bias=False)
+    >>> x = np.array([[1.0, -1.0]], "float32")  # mu = 0, sigma = sqrt(2)
+    >>> round(float(np.asarray(relu(x))[0, 0]), 1)  # E relu(u) = 0.56
+    0.6
+
+    References:
+        Wan, Zeiler, Zhang, LeCun and Fergus, "Regularization of Neural
+        Networks using DropConnect", ICML 2013: section 2 (the model),
+        section 3 and Algorithm 2 (inference by moment matching).
+    """
+
+    def __init__(self, units, rate=DEFAULT_RATE, *, keep_prob=None,
+                 mask="batch", inference="mean", inference_samples=256,
+                 drop_bias=True, example_chunk=None, seed=None,
+                 **dense_kwargs):
+        owner = type(self).__name__
+        units = v.check_int(owner, "units", units, low=1)
+        mask = v.check_option(owner, "mask", mask, MASKS)
+        example_chunk = v.check_int(owner, "example_chunk", example_chunk,
+                                    low=1, allow_none=True)
+        super().__init__(units, **dense_kwargs)
+        self._init_dropconnect(rate, keep_prob, mask, inference,
+                               inference_samples, drop_bias, seed)
+        self.example_chunk = example_chunk
+
+    @property
+    def _units(self):
+        return self.units
+
+    def _apply_kernel(self, inputs, kernel):
+        return ops.matmul(inputs, kernel)
+
+    def _add_bias(self, x, bias):
+        return ops.add(x, bias)
+
+    def _chunk(self, in_dim):
+        if self.example_chunk is not None:
+            return self.example_chunk
+        return max(1, EXAMPLE_CHUNK_BYTES // (4 * in_dim * self.units))
+
+    def _masked(self, inputs, seed):
+        if self.mask == "batch":
+            return super()._masked(inputs, seed)
+        return self._per_example(inputs, _SeedSplitter(seed))
+
+    def _tiled(self, inputs, ctx):
+        if self.mask == "example" and not ctx.joint:
+            return self._per_example(inputs, _SeedSplitter(ctx.seed_for(self)))
+        return self._per_sample(inputs, ctx)
+
+    def _per_example(self, inputs, seeds):
+        """Independent masks per example (first axis); bias mask from seed 0."""
+        kernel = ops.convert_to_tensor(self.kernel)
+        in_dim = kernel.shape[0]
+        shape = tuple(ops.shape(inputs))
+        batch = shape[0]
+        x3 = ops.reshape(inputs, (batch, -1, in_dim))
+        y = _example_matmul(x3, kernel, seeds, self.keep_prob,
+                            self._chunk(in_dim))
+        y = ops.reshape(y, shape[:-1] + (self.units,))
+        if self.bias is None:
+            return y
+        bias = ops.convert_to_tensor(self.bias)
+        if not self.drop_bias:
+            return y + bias
+        keep = _keep((batch, self.units), seeds(0), self.keep_prob)
+        bias = _drop(bias[None], keep, self.keep_prob)
+        bias = ops.reshape(bias, (batch,) + (1,) * (len(shape) - 2)
+                           + (self.units,))
+        return y + bias
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(self._dropconnect_config())
+        config["example_chunk"] = self.example_chunk
+        return config
+
+
+# ----------------------------------------------------------------------------
+# Conv2D
+# ----------------------------------------------------------------------------
+@keras.saving.register_keras_serializable(package="kreg")
+class DropConnectConv2D(_DropConnect, keras.layers.Conv2D):
+    """A `keras.layers.Conv2D` with DropConnect (Wan et al. 2013) on its kernel.
+
+    While training, every kernel entry (and bias entry, with `drop_bias=True`)
+    is kept with probability `keep_prob = 1 - rate` and scaled by
+    `1 / keep_prob` when kept; one mask is drawn per call (`mask="batch"`,
+    the only mask of this layer: a mask per example would need a separate
+    convolution per example). Every argument of `keras.layers.Conv2D` works
+    and is saved with the layer; `get_weights()` is `[kernel, bias]`. The
+    random generator's state is saved with the model.
+
+    Inference (`inference`, when `training` is falsy): `"mean"` uses W;
+    `"gaussian"` is the paper's Algorithm 2 with the moments computed by two
+    convolutions, `mu = conv(x, W) + b` and
+    `sigma^2 = (rate / keep_prob) conv(x*x, W*W)` (plus
+    `(rate / keep_prob) b^2` when the bias is dropped), averaging the
+    activation over `inference_samples` Gaussian draws per filter taken with a
+    fixed seed (memory: `min(inference_samples, 32)` times the output size);
+    `"sample"` draws a fresh mask at every call. Inside kreg's Monte Carlo
+    sampling scope every tiled sample gets its own kernel mask (joint mode: a
+    function of the seed, the layer and the sample index only).
+
+    Args:
+        filters: int >= 1. The number of output channels.
+        kernel_size: int or tuple of 2 ints. The size of the convolution window.
+        rate: float in [0, 1), default 0.5. The probability of dropping a
+            weight. Mutually exclusive with `keep_prob`.
+        keep_prob: float in (0, 1] or None, default None. The probability of
+            keeping a weight; `rate = 1 - keep_prob`.
+        mask: `"batch"` (default and only accepted value).
+        inference: `"mean"` (default), `"gaussian"` or `"sample"`.
+        inference_samples: int >= 1, default 256. Gaussian draws per unit.
+        drop_bias: bool, default True. Whether the bias is dropped too.
+        seed: int or None, default None. Seed of the layer's random stream.
+        **conv_kwargs: every other `keras.layers.Conv2D` argument (`strides`,
+            `padding`, `data_format`, `dilation_rate`, `groups`, `activation`,
+            `use_bias`, initializers, regularizers, constraints, ...) and base
+            layer arguments.
+
+    Call arguments:
+        inputs: a 4D tensor, `(batch, rows, cols, channels)` for
+            `data_format="channels_last"`.
+        training: bool, default None (False). Whether to drop weights.
+
+    Returns:
+        A 4D tensor, as `keras.layers.Conv2D` returns.
+
+    Example:
+
+    >>> import numpy as np, kreg
+    >>> conv = kreg.layers.DropConnectConv2D(2, 3, rate=0.5, seed=1,
+    ...                                      kernel_initializer="ones")
+    >>> x = np.ones((1, 5, 5, 1), "float32")
+    >>> tuple(conv(x).shape)
+    (1, 3, 3, 2)
+    >>> float(np.asarray(conv(x))[0, 0, 0, 0])  # mean inference: 9 ones
+    9.0
+    >>> y = np.asarray(conv(x, training=True))  # 2 x (kept weights) per filter
+    >>> bool(np.all(y % 2 == 0)) and bool(np.all(y == y[:, :1, :1]))
+    True
+
+    References:
+        Wan, Zeiler, Zhang, LeCun and Fergus, "Regularization of Neural
+        Networks using DropConnect", ICML 2013: sections 2-3, Algorithm 2.
+    """
+
+    def __init__(self, filters, kernel_size, rate=DEFAULT_RATE, *,
+                 keep_prob=None, mask="batch", inference="mean",
+                 inference_samples=256, drop_bias=True, seed=None,
+                 **conv_kwargs):
+        owner = type(self).__name__
+        filters = v.check_int(owner, "filters", filters, low=1)
+        if not isinstance(mask, str):
+            raise v.invalid_type(owner, "mask", "'batch'", mask)
+        if mask != "batch":
+            raise v.invalid_value(
+                owner, "mask",
+                "'batch' (DropConnectConv2D draws one kernel mask per call; "
+                "per-example masks, mask='example', are only implemented for "
+                "DropConnectDense)",
+                mask,
+            )
+        super().__init__(filters, kernel_size, **conv_kwargs)
+        self._init_dropconnect(rate, keep_prob, mask, inference,
+                               inference_samples, drop_bias, seed)
+
+    @property
+    def _units(self):
+        return self.filters
+
+    @property
+    def _channel_axis(self):
+        return -1 if self.data_format == "channels_last" else 1
+
+    def _apply_kernel(self, inputs, kernel):
+        return self.convolution_op(inputs, kernel)
+
+    def _add_bias(self, x, bias):
+        if self.data_format == "channels_last":
+            shape = (1,) * (self.rank + 1) + (self.filters,)
+        else:
+            shape = (1, self.filters) + (1,) * self.rank
+        return ops.add(x, ops.reshape(bias, shape))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(self._dropconnect_config())
+        return config
+

@@ -702,7 +702,11 @@ def _markdown(results):
         f"(`{'val_nll' if classification else 'val_mse'}`, not `val_loss`, which "
         f"includes the penalty) with patience {results['patience']} and restores "
         f"the best epoch's weights.",
-        f"- sparsity: fraction of all kernel entries with |w| < {SPARSITY_TOLERANCE:g}.",
+        f"- sparsity: fraction of all kernel entries with |w| < {SPARSITY_TOLERANCE:g}. "
+        "With Adam an L2 penalty is not weight decay: its gradient is normalized "
+        "like the data term's, so weights that get no data gradient (those of "
+        "dead ReLU units, say) are driven to about zero under L2 too "
+        "(Loshchilov & Hutter).",
     ]
     if classification:
         text.append(
@@ -813,7 +817,7 @@ def plot_weight_histograms(results, extras, path):
                        label=f"|w| = {SPARSITY_TOLERANCE:g}")
     axes[0, 1].set_xlabel("log10 |w| (values below 1e-8 at -8)")
     axes[0, 1].set_ylabel("count")
-    axes[0, 1].set_title("L1 drives weights to (near) zero, L2 only shrinks them")
+    axes[0, 1].set_title("log10 |w| (dashed: the sparsity threshold)")
     axes[0, 1].legend(fontsize=8)
     fig.savefig(path, dpi=100)
 

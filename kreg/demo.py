@@ -729,7 +729,9 @@ def _markdown(results):
     if results.get("uncertainty"):
         text += ["", "Predictive uncertainty (joint MC samples) on the test inputs and "
                  "corrupted copies (Gaussian noise of the features' scale; features "
-                 "shuffled within each input):", ""]
+                 "shuffled within each input). AUROC: the probability that a corrupted "
+                 "input gets a higher score than a clean one (0.5: the score cannot "
+                 "tell them apart; 1: it separates them perfectly).", ""]
         key = "mutual_information" if classification else "std"
         head = "mean mutual information" if classification else "mean predictive std"
         text.append(f"| model | {head}: clean | noise | shuffled | AUROC noise | "

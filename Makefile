@@ -25,17 +25,20 @@ lint: venv
 
 # `make test`: the whole suite on TensorFlow (the default backend), then the
 # backend-neutral modules (layers, penalties, initializers, callbacks, the MC
-# predictor, serialization, the public API, every docstring example) on JAX and
-# on PyTorch. Left out of BACKEND_TESTS: the README and claims checks
-# (test_docs.py, test_mc_claims.py), run in the TensorFlow pass only. Tests that
-# need TensorFlow (test_distribute.py) and the cross-backend .keras chain (in
+# predictor and joint sampling, acquisition, saving and serialization, the
+# public API, every docstring example) on JAX and on PyTorch. Left out of
+# BACKEND_TESTS, run in the TensorFlow pass only: the README, notebook and
+# claims checks (test_docs.py, test_notebooks.py, test_mc_claims.py) and the
+# SavedModel export (test_export.py). Tests that need TensorFlow
+# (test_distribute.py, marked tf_only) and the cross-backend .keras chain (in
 # test_backends.py; it starts every backend itself) are in the list and skip,
 # with their reason, on the other backends.
-BACKEND_TESTS := kreg tests/test_dropout.py tests/test_regularizers.py \
-	tests/test_initializers.py tests/test_early_stopping.py \
-	tests/test_regularization_monitor.py tests/test_mc_predictor.py \
-	tests/test_serialization.py tests/test_public_api.py tests/test_backends.py \
-	tests/test_distribute.py
+BACKEND_TESTS := kreg tests/test_dropout.py tests/test_dropconnect.py \
+	tests/test_regularizers.py tests/test_initializers.py \
+	tests/test_early_stopping.py tests/test_regularization_monitor.py \
+	tests/test_mc_predictor.py tests/test_joint.py tests/test_acquisition.py \
+	tests/test_saving.py tests/test_serialization.py tests/test_public_api.py \
+	tests/test_backends.py tests/test_distribute.py
 
 test: venv lint test-tensorflow test-jax test-torch
 

@@ -20,6 +20,7 @@ import importlib.util
 import inspect
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -37,8 +38,26 @@ KNOWN_TARGETS = {
     "speedup_vs_tiled": ">= 1.5",
     "joint_over_independent": "<= 1.10",
 }
-# Extra arguments in --quick mode (besides --quick itself).
-QUICK_EXTRA = {"mc_predict.py": ["--no-memory"]}
+# Arguments in --quick mode (default: --quick).
+QUICK_ARGS = {"mc_predict.py": ["--quick", "--no-memory"], "dropconnect.py": ["--rounds", "3"]}
+
+
+def _dropconnect_ratios(result):
+    """Ratios from benchmarks/dropconnect.py's result (it returns times only)."""
+    train, forward = result["train_step_ms"], result["forward_ms"]
+    dropout = train["Dense + Dropout(0.5)"]
+    ratios = {}
+    for name, ms in train.items():
+        if name != "Dense + Dropout(0.5)":
+            key = re.sub(r"[^a-z0-9]+", "_", name.lower().replace("dense", "", 1)
+                         if name.startswith("DropConnect") else name.lower()).strip("_")
+            ratios[f"{key}_step_over_dense_dropout"] = ms / dropout
+    ratios["gaussian_256_over_mean_inference"] = forward["gaussian"] / forward["mean"]
+    return ratios
+
+
+# Ratios of benchmarks whose main() returns times only.
+RATIOS = {"dropconnect.py": _dropconnect_ratios}
 
 
 def discover():
@@ -94,8 +113,10 @@ def main(argv=None):
                 failed.append((name, "no main()"))
                 print("not run: it has no main()")
                 continue
-            extra = ["--quick"] + QUICK_EXTRA.get(name, []) if args.quick else []
+            extra = QUICK_ARGS.get(name, ["--quick"]) if args.quick else []
             result = _call_main(module.main, extra)
+            if isinstance(result, dict) and "ratios" not in result and name in RATIOS:
+                result = dict(result, ratios=RATIOS[name](result))
         except Exception:  # report and go on with the others
             traceback.print_exc()
             failed.append((name, "raised an exception (traceback above)"))

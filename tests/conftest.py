@@ -54,7 +54,8 @@ def fresh_python():
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
-        "tf_only: needs the TensorFlow backend (skipped under KERAS_BACKEND=jax/torch)",
+        "tf_only(reason=...): needs the TensorFlow backend (skipped under "
+        "KERAS_BACKEND=jax/torch, with the reason)",
     )
 
 
@@ -64,9 +65,9 @@ def pytest_collection_modifyitems(config, items):
     backend = keras.backend.backend()
     if backend == "tensorflow":
         return
-    skip = pytest.mark.skip(
-        reason=f"TensorFlow-only test (tf.distribute / TF APIs); the Keras backend "
-        f"is {backend!r}")
     for item in items:
-        if item.get_closest_marker("tf_only") is not None:
-            item.add_marker(skip)
+        marker = item.get_closest_marker("tf_only")
+        if marker is not None:
+            why = marker.kwargs.get("reason", "tf.distribute / TF APIs")
+            item.add_marker(pytest.mark.skip(
+                reason=f"TensorFlow-only test ({why}); the Keras backend is {backend!r}"))

@@ -37,6 +37,7 @@ def test_examples_exist():
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
 def test_example_runs(script, tmp_path):
     out = tmp_path / "out"
+    out.mkdir()
     env = dict(os.environ, MPLBACKEND="Agg", KREG_EXAMPLES_OUT=str(out),
                TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     start = time.perf_counter()

@@ -29,7 +29,8 @@ lint: venv
 # public API, every docstring example) on JAX and on PyTorch. Left out of
 # BACKEND_TESTS, run in the TensorFlow pass only: the README, notebook and
 # claims checks (test_docs.py, test_notebooks.py, test_mc_claims.py) and the
-# SavedModel export (test_export.py). Tests that need TensorFlow
+# SavedModel export (test_export.py and the examples of kreg/serving.py,
+# ignored below). Tests that need TensorFlow
 # (test_distribute.py, marked tf_only) and the cross-backend .keras chain (in
 # test_backends.py; it starts every backend itself) are in the list and skip,
 # with their reason, on the other backends.
@@ -46,7 +47,7 @@ test-tensorflow: venv
 	KERAS_BACKEND=tensorflow $(PY) -m pytest kreg tests
 
 test-jax test-torch: test-%: venv
-	KERAS_BACKEND=$* $(PY) -m pytest $(BACKEND_TESTS)
+	KERAS_BACKEND=$* $(PY) -m pytest --ignore=kreg/serving.py $(BACKEND_TESTS)
 
 bench: venv
 	$(PY) benchmarks/run_all.py

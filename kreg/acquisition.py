@@ -59,6 +59,19 @@ class _Shown:
         return self.text
 
 
+def _numeric_array(owner, name, value, expected, kinds):
+    """`value` as a NumPy array of one of the dtype `kinds`, else kreg's TypeError."""
+    if isinstance(value, (str, bytes)) or value is None:
+        raise v.invalid_type(owner, name, expected, value)
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):
+        raise v.invalid_type(owner, name, expected, value) from None
+    if arr.dtype.kind not in kinds:
+        raise v.invalid_type(owner, name, expected, _short(arr))
+    return arr
+
+
 def _short(value):
     if isinstance(value, MCPrediction):
         return value
@@ -96,14 +109,9 @@ def _as_prediction(pred, owner):
                 "a classification prediction (acquisition scores are entropies "
                 "of class probabilities)", pred)
         return pred
-    if isinstance(pred, (str, bytes, dict)) or pred is None:
+    if isinstance(pred, dict):
         raise v.invalid_type(owner, "pred", _EXPECTED_PRED, pred)
-    try:
-        arr = np.asarray(pred)
-    except (TypeError, ValueError):
-        raise v.invalid_type(owner, "pred", _EXPECTED_PRED, pred) from None
-    if arr.dtype.kind not in "fiu":
-        raise v.invalid_type(owner, "pred", _EXPECTED_PRED, _short(arr))
+    arr = _numeric_array(owner, "pred", pred, _EXPECTED_PRED, "fiu")
     arr = arr.astype("float64")
     if arr.ndim != 3 or arr.size == 0:
         raise _bad_pred(owner, arr, "got another shape; a deterministic (N, C) "
@@ -278,14 +286,7 @@ def top_k(scores, k):
     """
     owner = "top_k"
     expected = "a 1-D array of numbers without NaN"
-    if isinstance(scores, (str, bytes)) or scores is None:
-        raise v.invalid_type(owner, "scores", expected, scores)
-    try:
-        arr = np.asarray(scores)
-    except (TypeError, ValueError):
-        raise v.invalid_type(owner, "scores", expected, scores) from None
-    if arr.dtype.kind not in "fiub":
-        raise v.invalid_type(owner, "scores", expected, _short(arr))
+    arr = _numeric_array(owner, "scores", scores, expected, "fiub")
     if arr.ndim != 1 or arr.size == 0:
         raise v.invalid_value(owner, "scores", expected, _short(arr))
     arr = arr.astype("float64")

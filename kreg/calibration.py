@@ -38,9 +38,12 @@ and the split is the usual one under `P_T`:
     mutual_information = entropy - expected_entropy       (epistemic, >= 0)
 
 `mutual_information` is the mutual information between the sample and the
-class under `P_T`, so it is >= 0 by Jensen's inequality for every T, and every
-number reduces to `kreg.MCPrediction`'s at T = 1. (The naive split, H[q] minus
+class under `P_T`, so it is >= 0 by Jensen's inequality for every T, and at
+T = 1 every number is `kreg.MCPrediction`'s. (The naive split, H[q] minus
 the mean entropy of separately tempered samples, can be negative for T < 1.)
+The spread to report with `q` is `variance = sum_t a_t (q_t - q)^2` (`std`
+its square root; `kreg.MCPrediction.variance` at T = 1). The variation ratio
+is a vote of the raw samples and does not change with T.
 Sigmoid outputs are K independent binary problems, each tempered on its two
 classes; their entropies are summed, as in `kreg.MCPrediction`.
 
@@ -175,16 +178,22 @@ def _tempered_split(samples, inv_t, sigmoid, xp):
     ratio = xp.where(positive, q / xp.where(positive, pbar, xp.ones_like(pbar)),
                      xp.zeros_like(pbar))
     u = s * xp.expand_dims(ratio, 0)
-    r = xp.sum(u, axis=-1)
+    r = xp.sum(u, axis=-1, keepdims=True)
     entropy = -xp.sum(_xlogx(q, xp), axis=-1)
-    expected = xp.mean(_xlogx(r, xp) - xp.sum(_xlogx(u, xp), axis=-1), axis=0)
+    expected = xp.mean(xp.sum(_xlogx(r, xp), axis=-1) - xp.sum(_xlogx(u, xp), axis=-1),
+                       axis=0)
+    # sum_t a_t (q_t - q)^2 = (1/S) sum_t (u_t - r_t q)^2 / r_t (a_t = 0 if r_t = 0)
+    spread = xp.square(u - r * xp.expand_dims(q, 0))
+    variance = xp.mean(xp.where(r > 0, spread / xp.where(r > 0, r, xp.ones_like(r)),
+                                xp.zeros_like(spread)), axis=0)
     mean = q
     if sigmoid:  # K independent binary problems: entropies add up
-        mean = q[..., 1]
+        mean, variance = q[..., 1], variance[..., 1]
         entropy = xp.sum(entropy, axis=-1)
         expected = xp.sum(expected, axis=-1)
     return {
         "mean": mean,
+        "variance": variance,
         "entropy": entropy,
         "expected_entropy": expected,
         # Jensen: >= 0; clip float round-off below zero (as kreg.MCPrediction).
@@ -399,8 +408,9 @@ def tempered_uncertainty(samples, temperature, *, activation="softmax"):
         activation: `"softmax"` (default) or `"sigmoid"`.
 
     Returns:
-        dict of float64 arrays: `mean` (the shape of `samples[0]`), `entropy`,
-        `expected_entropy` and `mutual_information` (N,), in nats.
+        dict of float64 arrays: `mean` and `variance` (the shape of
+        `samples[0]`), `entropy`, `expected_entropy` and `mutual_information`
+        (N,), in nats.
 
     Example:
 
@@ -433,6 +443,7 @@ def tempered_uncertainty(samples, temperature, *, activation="softmax"):
     with np.errstate(divide="ignore"):
         out = _tempered_split(np.clip(s3, 0.0, 1.0), inv_t, sigmoid, np)
     out["mean"] = out["mean"].reshape(s.shape[1:])
+    out["variance"] = out["variance"].reshape(s.shape[1:])
     return out
 
 
@@ -451,7 +462,7 @@ def tempered_uncertainty_ops(samples, temperature, *, activation="softmax"):
         activation: `"softmax"` (default) or `"sigmoid"`.
 
     Returns:
-        dict of tensors: `mean` (N, C) or (N, K), `entropy`,
+        dict of tensors: `mean` and `variance` (N, C) or (N, K), `entropy`,
         `expected_entropy` and `mutual_information` (N,).
 
     Example:

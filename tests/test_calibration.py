@@ -156,15 +156,17 @@ def _split_by_definition(s, t):
     np.testing.assert_allclose(a.sum(0), 1.0, rtol=1e-12)
     np.testing.assert_allclose((a[..., None] * qt).sum(0), q, rtol=1e-10, atol=1e-15)
     expected = (a * categorical_entropy(qt)).sum(0)
-    return q, categorical_entropy(q), expected
+    variance = (a[..., None] * (qt - q[None]) ** 2).sum(0)
+    return q, categorical_entropy(q), expected, variance
 
 
 @pytest.mark.parametrize("t", [0.1, 0.5, 1.0, 2.0, 10.0])
 def test_tempered_split_matches_definition_and_is_consistent(t):
     s = np.random.default_rng(2).dirichlet(np.ones(4) * 0.5, size=(30, 40))
     out = cal.tempered_uncertainty(s, t)
-    q, entropy, expected = _split_by_definition(s, t)
+    q, entropy, expected, variance = _split_by_definition(s, t)
     np.testing.assert_allclose(out["mean"], q, rtol=1e-12)
+    np.testing.assert_allclose(out["variance"], variance, rtol=1e-9, atol=1e-300)
     np.testing.assert_allclose(out["entropy"], entropy, rtol=1e-10)
     np.testing.assert_allclose(out["expected_entropy"], expected, rtol=1e-9)
     np.testing.assert_allclose(out["mutual_information"], entropy - expected,
@@ -180,6 +182,7 @@ def test_at_t_1_the_split_is_mcpredictions():
         pred = kreg.MCPrediction(s, "classification", activation=activation)
         out = cal.tempered_uncertainty(s, 1.0, activation=activation)
         np.testing.assert_allclose(out["mean"], pred.mean, rtol=1e-12)
+        np.testing.assert_allclose(out["variance"], pred.variance, rtol=1e-9, atol=1e-15)
         for key in ("entropy", "expected_entropy", "mutual_information"):
             np.testing.assert_allclose(out[key], getattr(pred, key), rtol=1e-9,
                                        atol=1e-12)
@@ -201,8 +204,9 @@ def test_sigmoid_split_is_the_two_class_split_summed():
     out = cal.tempered_uncertainty(q, 0.7, activation="sigmoid")
     parts = [cal.tempered_uncertainty(np.stack([1 - q[..., k], q[..., k]], -1), 0.7)
              for k in range(3)]
-    np.testing.assert_allclose(out["mean"], np.stack([p["mean"][:, 1] for p in parts], -1),
-                               rtol=1e-12)
+    for key in ("mean", "variance"):
+        np.testing.assert_allclose(out[key], np.stack([p[key][:, 1] for p in parts], -1),
+                                   rtol=1e-12)
     for key in ("entropy", "expected_entropy", "mutual_information"):
         np.testing.assert_allclose(out[key], sum(p[key] for p in parts), rtol=1e-10)
     flat = cal.tempered_uncertainty(q[..., 0], 0.7, activation="sigmoid")
@@ -215,7 +219,10 @@ def test_ops_path_matches_numpy_on_this_backend(activation):
     rng = np.random.default_rng(6)
     s = (rng.dirichlet(np.ones(3), size=(15, 6)) if activation == "softmax"
          else rng.uniform(size=(15, 6, 2)))
-    s[0, 0, 0] = 0.0 if activation == "sigmoid" else s[0, 0, 0]
+    if activation == "softmax":
+        s[:, 0] = [0.5, 0.5, 0.0]  # a class that no sample gives any mass
+    else:
+        s[0, 0, 0] = 0.0
     want = cal.tempered_uncertainty(s, 0.6, activation=activation)
     got = cal.tempered_uncertainty_ops(keras.ops.convert_to_tensor(s.astype("float32")),
                                        0.6, activation=activation)

@@ -8,6 +8,7 @@ Carlo serving signatures (module `kreg.serving`).
 """
 
 from kreg import acquisition
+from kreg import calibration
 from kreg import callbacks
 from kreg import distribute
 from kreg import initializers
@@ -25,6 +26,7 @@ __all__ = [
     "MCPrediction",
     "MCPredictor",
     "acquisition",
+    "calibration",
     "callbacks",
     "convert_dropout",
     "distribute",

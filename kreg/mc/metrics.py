@@ -154,3 +154,157 @@ def model_precision(keep_prob, length_scale, num_train, weight_decay):
     0.25
     """
     return float(keep_prob * length_scale ** 2 / (2 * num_train * weight_decay))
+
+
+# Uncertainty quality (Hendrycks & Gimpel 2017; Geifman & El-Yaniv 2017): how
+# well a score separates out-of-distribution inputs, and selective prediction.
+class _Shape:
+    """Shows an array as its shape and dtype (unquoted) in an error message."""
+
+    def __init__(self, arr):
+        self.text = f"<array of shape {arr.shape}, dtype {arr.dtype}>"
+
+    def __repr__(self):
+        return self.text
+
+
+def _score_vector(owner, name, value, expected, kinds="fiu"):
+    """A validated non-empty 1-D float64 array without NaN (+-inf allowed)."""
+    from kreg import _validation as v
+
+    if isinstance(value, (str, bytes, dict)) or value is None:
+        raise v.invalid_type(owner, name, expected, value)
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):
+        raise v.invalid_type(owner, name, expected, value) from None
+    shown = _Shape(arr)
+    if arr.dtype.kind not in kinds:
+        raise v.invalid_type(owner, name, expected, shown)
+    if arr.ndim != 1 or arr.size == 0:
+        why = "got no values" if arr.size == 0 else "got another shape"
+        raise v.invalid_value(owner, name, f"{expected} ({why})", shown)
+    arr = arr.astype("float64")
+    if np.isnan(arr).any():
+        raise v.invalid_value(owner, name, f"{expected} (got NaN)", shown)
+    return arr
+
+
+def _tie_groups(values):
+    """Order by decreasing value, and the last position of each run of ties."""
+    order = np.argsort(-values, kind="stable")
+    ordered = values[order]
+    ends = np.flatnonzero(np.r_[ordered[1:] != ordered[:-1], True])
+    return order, ends
+
+
+def ood_scores(score_in, score_out):
+    """AUROC, AUPR and FPR at 95% TPR of an out-of-distribution score.
+
+    The score should be higher on out-of-distribution (OOD) inputs (predictive
+    entropy, mutual information, `1 - max probability`, a regression std);
+    OOD is the positive class. Ties are handled as scikit-learn does: AUROC
+    counts a tied (in, out) pair as 1/2 (the trapezoidal ROC area); AUPR is
+    average precision over the distinct thresholds, `sum_k (R_k - R_{k-1})
+    P_k`, tied inputs entering together; FPR at 95% TPR is the fraction of
+    in-distribution scores that are >= the largest threshold detecting at
+    least 95% of OOD inputs (the ceil(0.95 n_out)-th largest OOD score), so
+    in-distribution scores tied with it count as false positives.
+
+    Args:
+        score_in: 1-D array of scores of in-distribution inputs (no NaN).
+        score_out: 1-D array of scores of OOD inputs (no NaN).
+
+    Returns:
+        dict with `"auroc"`, `"aupr"` and `"fpr_at_95_tpr"` (floats in [0, 1]).
+
+    Example:
+
+    >>> from kreg.mc.metrics import ood_scores
+    >>> out = ood_scores([0.1, 0.4, 0.4, 0.8], [0.4, 0.8, 0.9])
+    >>> {k: round(x, 4) for k, x in out.items()}   # 9.5/12, 13/18, 3/4
+    {'auroc': 0.7917, 'aupr': 0.7222, 'fpr_at_95_tpr': 0.75}
+
+    References:
+        Hendrycks & Gimpel, "A Baseline for Detecting Misclassified and
+        Out-of-Distribution Examples in Neural Networks", ICLR 2017,
+        section 2 (AUROC, AUPR with OOD positive, FPR at 95% TPR).
+    """
+    owner = "ood_scores"
+    expected = "a non-empty 1-D array of scores without NaN"
+    s_in = _score_vector(owner, "score_in", score_in, expected)
+    s_out = _score_vector(owner, "score_out", score_out, expected)
+    n_in, n_out = len(s_in), len(s_out)
+    positive = np.r_[np.zeros(n_in), np.ones(n_out)]
+    order, ends = _tie_groups(np.r_[s_in, s_out])
+    tp = np.cumsum(positive[order])[ends]
+    fp = (ends + 1) - tp
+    tpr = np.r_[0.0, tp / n_out]
+    fpr = np.r_[0.0, fp / n_in]
+    auroc = np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0)
+    aupr = np.sum(np.diff(tpr) * tp / (tp + fp))
+    k = (95 * n_out + 99) // 100  # ceil(0.95 n_out) in integers
+    threshold = np.sort(s_out)[::-1][k - 1]
+    return {"auroc": float(auroc), "aupr": float(aupr),
+            "fpr_at_95_tpr": float(np.mean(s_in >= threshold))}
+
+
+def risk_coverage(confidence, correct):
+    """The risk-coverage curve of selective prediction, and its area (AURC).
+
+    Inputs are sorted by decreasing confidence; at coverage k/n the model
+    answers the k most confident inputs and the selective risk is their error
+    rate. Ties: inputs of equal confidence cannot be told apart by a
+    threshold, so within a run of ties the curve takes the expected risk over
+    every order of the run, that is the errors of the run accrue at its mean
+    rate: `risk_k = (E + (k - a) e / m) / k` for a run of m inputs after the
+    first a, with e errors among them and E before it. At the end of a run it
+    is the exact risk of that threshold, and the result does not depend on
+    the order of tied inputs. AURC is the mean of `risk` over k = 1..n.
+
+    Args:
+        confidence: 1-D array of n confidences (higher = more confident; no
+            NaN), e.g. the max of the mean probabilities.
+        correct: 1-D boolean array of n (True where the prediction is right);
+            0/1 integers or floats are accepted.
+
+    Returns:
+        `(coverage, risk, aurc)`: float64 arrays (n,) with `coverage[k-1] =
+        k / n` and `risk[k-1]` the selective risk there, rows in order of
+        decreasing confidence; `aurc` a float.
+
+    Example:
+
+    >>> from kreg.mc.metrics import risk_coverage
+    >>> coverage, risk, aurc = risk_coverage(
+    ...     [0.9, 0.8, 0.8, 0.7], [True, False, True, True])
+    >>> coverage.tolist(), risk.round(4).tolist(), round(aurc, 4)
+    ([0.25, 0.5, 0.75, 1.0], [0.0, 0.25, 0.3333, 0.25], 0.2083)
+
+    References:
+        Geifman & El-Yaniv, "Selective Classification for Deep Neural
+        Networks", NeurIPS 2017, section 2 (risk and coverage); Geifman et
+        al., "Bias-Reduced Uncertainty Estimation for Deep Neural
+        Classifiers", ICLR 2019 (AURC).
+    """
+    from kreg import _validation as v
+
+    owner = "risk_coverage"
+    conf = _score_vector(owner, "confidence", confidence,
+                         "a non-empty 1-D array of confidences without NaN")
+    expected = f"a 1-D boolean array of {len(conf)} values, one per confidence"
+    ok = _score_vector(owner, "correct", correct, expected, kinds="biuf")
+    if len(ok) != len(conf) or np.any((ok != 0) & (ok != 1)):
+        why = "got another length" if len(ok) != len(conf) else "got values not 0/1"
+        raise v.invalid_value(owner, "correct", f"{expected} ({why})",
+                              _Shape(ok))
+    n = len(conf)
+    order, ends = _tie_groups(conf)
+    starts = np.r_[0, ends[:-1] + 1]
+    cum = np.cumsum(1.0 - ok[order])[ends]  # errors up to the end of each run
+    before = np.r_[0.0, cum[:-1]]
+    run = np.repeat(np.arange(len(ends)), ends - starts + 1)
+    k = np.arange(1, n + 1)
+    errors = before[run] + (k - starts[run]) * (cum - before)[run] / (ends - starts + 1)[run]
+    risk = errors / k
+    return k / n, risk, float(risk.mean())

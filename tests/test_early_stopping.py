@@ -1161,7 +1161,9 @@ def test_set_state_accepts_a_version_1_state():
     (lambda es: es.on_epoch_end(0, [1.0]), TypeError,
      "`logs` of EarlyStopping.on_epoch_end: expected None or a dict"),
     (lambda es: es.on_epoch_end(0, {"val_loss": "x"}), TypeError,
-     "expected a number at logs['val_loss']"),
+     "expected a number (or a one-element array) at logs['val_loss']"),
+    (lambda es: es.on_epoch_end(0, {"val_loss": np.ones(2)}), TypeError,
+     "at logs['val_loss']"),
     (lambda es: es.on_train_begin(3), TypeError, "`logs`"),
     (lambda es: es.on_train_end("x"), TypeError, "`logs`"),
     (lambda es: es.get_state(include_weights="yes"), TypeError,
@@ -1181,8 +1183,8 @@ def test_hooks_check_their_arguments(call, exc, message):
 
 def test_tensor_and_numpy_log_values_are_read():
     es = EarlyStopping(patience=0)
-    drive(es, [np.float32(1.0), keras.ops.convert_to_tensor(0.5),
-               np.array(0.7)])
+    drive(es, [np.float32(1.0), keras.ops.convert_to_tensor([0.5]),
+               np.array([0.7], "float32")])
     assert (es.best_epoch, es.stopped_epoch, es.best) == (1, 2, 0.5)
 
 

@@ -8,9 +8,7 @@ functions (`kreg.callbacks._prechelt`).
 """
 
 import collections.abc
-import inspect
 import math
-import numbers
 import os
 import warnings
 
@@ -20,8 +18,12 @@ import numpy as np
 from kreg import _validation as v
 from kreg.callbacks import _checkpoint
 from kreg.callbacks import _prechelt
-from kreg.callbacks._monitor import MIN_DELTA_MODES
-from kreg.callbacks._monitor import MODES
+from kreg.callbacks._args import check_config
+from kreg.callbacks._args import check_count as _check_count
+from kreg.callbacks._args import check_epoch as _check_epoch
+from kreg.callbacks._args import check_flag as _check_flag
+from kreg.callbacks._args import check_logs as _check_logs
+from kreg.callbacks._args import is_real as _is_real
 from kreg.callbacks._monitor import MonitorCallback
 from kreg.callbacks._monitor import available_keys
 from kreg.callbacks._monitor import direction_from_name
@@ -48,10 +50,6 @@ _STATE_KEYS = ("version", "monitor", "criterion", "strip", "sign", "wait",
                "best", "best_epoch", "e_opt", "n_monitored", "train_window",
                "strip_end_value", "ups", "last_epoch")
 
-# Keep the names importable from here, where they were documented.
-MODES = MODES
-MIN_DELTA_MODES = MIN_DELTA_MODES
-
 
 def _print(message):
     try:
@@ -59,37 +57,6 @@ def _print(message):
         io_utils.print_msg(message)
     except ImportError:  # pragma: no cover - Keras internals moved
         print(message)
-
-
-def _is_real(x):
-    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
-
-
-def _check_count(owner, name, value, low, *, allow_none=False):
-    """An integer >= low; a whole-number float (5.0) is accepted, as Keras
-    accepts it; 5.5 is refused (Keras would silently round it up)."""
-    if allow_none and value is None:
-        return None
-    expected = f"an integer >= {low}" + (" or None" if allow_none else "")
-    if _is_real(value) and not isinstance(value, numbers.Integral):
-        value = float(value)
-        if not value.is_integer():
-            raise v.invalid_value(
-                owner, name, expected + " (a whole-number float such as 5.0 "
-                "is accepted)", value)
-    elif not isinstance(value, numbers.Integral) or \
-            isinstance(value, (bool, np.bool_)):
-        raise v.invalid_type(owner, name, expected, value)
-    value = int(value)
-    if value < low:
-        raise v.invalid_value(owner, name, expected, value)
-    return value
-
-
-def _check_flag(owner, name, value):
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return v.check_bool(owner, name, value)
 
 
 def _check_name(name, value):
@@ -106,22 +73,24 @@ def _check_optional_float(name, value):
     return v.check_float(_OWNER, name, value, expected="a finite float or None")
 
 
-def _check_logs(owner, logs):
-    if logs is None:
-        return {}
-    if not isinstance(logs, collections.abc.Mapping):
-        raise v.invalid_type(owner, "logs", "None or a dict of epoch logs",
-                             logs)
-    return logs
-
-
-def _check_epoch(owner, epoch):
-    if isinstance(epoch, (bool, np.bool_)) or \
-            not isinstance(epoch, numbers.Integral):
-        raise v.invalid_type(owner, "epoch", "an integer >= 0", epoch)
-    if epoch < 0:
-        raise v.invalid_value(owner, "epoch", "an integer >= 0", epoch)
-    return int(epoch)
+def _log_number(value, key, argument):
+    """A log value as a float: a number, or a one-element array or tensor
+    (Keras's F1Score logs an array of shape (1,); Keras compares it too)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        pass
+    try:
+        array = np.asarray(keras.ops.convert_to_numpy(value))
+    except Exception:  # noqa: BLE001 - any unconvertible object
+        array = None
+    if array is not None and array.size == 1 and \
+            np.issubdtype(array.dtype, np.number):
+        return float(array.reshape(()))
+    raise v.invalid_type(
+        "EarlyStopping.on_epoch_end", "logs",
+        f"a number (or a one-element array) at logs[{key!r}] (the "
+        f"`{argument}`)", value)
 
 
 def _parse_state(es, state):
@@ -697,13 +666,7 @@ class EarlyStopping(MonitorCallback):
     def _lookup(self, logs, key, argument):
         value = logs.get(key)
         if value is not None:
-            try:
-                return float(value)
-            except (TypeError, ValueError):
-                raise v.invalid_type(
-                    "EarlyStopping.on_epoch_end", "logs",
-                    f"a number at logs[{key!r}] (the `{argument}`)",
-                    value) from None
+            return _log_number(value, key, argument)
         if self.strict:
             raise v.invalid_value(
                 _OWNER, argument,
@@ -891,15 +854,4 @@ class EarlyStopping(MonitorCallback):
 
     @classmethod
     def from_config(cls, config):
-        owner = f"{cls.__name__}.from_config"
-        if not isinstance(config, collections.abc.Mapping):
-            raise v.invalid_type(owner, "config", "a dict from get_config()",
-                                 config)
-        known = set(inspect.signature(cls.__init__).parameters) - {"self"}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise v.invalid_value(
-                owner, "config",
-                f"a dict from get_config() (unknown keys: {unknown})",
-                dict(config))
-        return cls(**config)
+        return cls(**check_config(cls, config))

@@ -7,7 +7,6 @@ checkpoint (`kreg.callbacks._checkpoint`) and Prechelt's criteria as pure step
 functions (`kreg.callbacks._prechelt`).
 """
 
-import collections.abc
 import math
 import os
 import warnings
@@ -18,12 +17,12 @@ import numpy as np
 from kreg import _validation as v
 from kreg.callbacks import _checkpoint
 from kreg.callbacks import _prechelt
+from kreg.callbacks import _resume
 from kreg.callbacks._args import check_config
 from kreg.callbacks._args import check_count as _check_count
 from kreg.callbacks._args import check_epoch as _check_epoch
 from kreg.callbacks._args import check_flag as _check_flag
 from kreg.callbacks._args import check_logs as _check_logs
-from kreg.callbacks._args import is_real as _is_real
 from kreg.callbacks._monitor import MonitorCallback
 from kreg.callbacks._monitor import available_keys
 from kreg.callbacks._monitor import direction_from_name
@@ -45,10 +44,7 @@ STOP_REASONS = (
 DEFAULT_ALPHA = {"gl": 5.0, "pq": 2.0}
 DEFAULT_SUCCESSIVE_STRIPS = 3
 CHECKPOINT_SUFFIX = _checkpoint.SUFFIX
-STATE_VERSION = 2
-_STATE_KEYS = ("version", "monitor", "criterion", "strip", "sign", "wait",
-               "best", "best_epoch", "e_opt", "n_monitored", "train_window",
-               "strip_end_value", "ups", "last_epoch")
+STATE_VERSION = _resume.STATE_VERSION
 
 
 def _print(message):
@@ -73,7 +69,7 @@ def _check_optional_float(name, value):
     return v.check_float(_OWNER, name, value, expected="a finite float or None")
 
 
-def _log_number(value, key, argument):
+def _log_number(value, key, argument, owner):
     """A log value as a float: a number, or a one-element array or tensor
     (Keras's F1Score logs an array of shape (1,); Keras compares it too)."""
     try:
@@ -88,113 +84,9 @@ def _log_number(value, key, argument):
             np.issubdtype(array.dtype, np.number):
         return float(array.reshape(()))
     raise v.invalid_type(
-        "EarlyStopping.on_epoch_end", "logs",
+        owner, "logs",
         f"a number (or a one-element array) at logs[{key!r}] (the "
         f"`{argument}`)", value)
-
-
-def _parse_state(es, state):
-    """Check a `get_state` dict against `es` and return its values, parsed.
-
-    Every entry is checked (type and range), so a corrupt or hand-edited
-    state is an error at `set_state`, in kreg's wording, naming the entry.
-    """
-    owner = "EarlyStopping.set_state"
-    if not isinstance(state, collections.abc.Mapping):
-        raise v.invalid_type(owner, "state", "a dict from get_state()", state)
-    version = state.get("version")
-    if isinstance(version, bool) or version not in (1, STATE_VERSION):
-        raise v.invalid_value(
-            owner, "state['version']",
-            f"{STATE_VERSION} (or 1), from get_state()", version)
-    required = _STATE_KEYS if version == STATE_VERSION else \
-        _STATE_KEYS + ("best_value",)
-    missing = [k for k in required if k not in state]
-    if missing:
-        raise v.invalid_value(
-            owner, "state",
-            f"a dict from get_state() (version {STATE_VERSION}; missing "
-            f"keys: {missing})", "{...}")
-    for key in ("monitor", "criterion", "strip"):
-        if state[key] != getattr(es, key):
-            raise v.invalid_value(
-                owner, "state",
-                f"a state of an EarlyStopping with {key}="
-                f"{getattr(es, key)!r} (it has {key}={state[key]!r})",
-                "{...}")
-
-    def real(key, value, *, finite=False, allow_none=True):
-        name = f"state[{key!r}]"
-        expected = ("a finite float" if finite else "a float") + \
-            (" or None" if allow_none else "")
-        if value is None and allow_none:
-            return None
-        if not _is_real(value):
-            raise v.invalid_type(owner, name, expected, value)
-        value = float(value)
-        if finite and not math.isfinite(value):
-            raise v.invalid_value(owner, name, expected, value)
-        return value
-
-    def count(key, low=0, allow_none=False):
-        return _check_count(owner, f"state[{key!r}]", state[key], low,
-                            allow_none=allow_none)
-
-    out = {}
-    sign = state["sign"]
-    if sign is not None and (not _is_real(sign) or float(sign) not in
-                             (1.0, -1.0)):
-        raise v.invalid_value(owner, "state['sign']", "1.0, -1.0 or None",
-                              sign)
-    out["sign"] = None if sign is None else float(sign)
-    if es.mode != "auto" and sign is not None and out["sign"] != es._sign:
-        raise v.invalid_value(
-            owner, "state", f"a state saved with the same direction "
-            f"(mode={es.mode!r})", "{...}")
-    out["wait"] = count("wait")
-    if version == 1:  # kreg 0.x: `best` was signed, `best_value` the value
-        out["best"] = real("best_value", state["best_value"])
-        out["best_epoch"] = count("best_epoch", allow_none=True) or 0
-    else:
-        out["best"] = real("best", state["best"])
-        out["best_epoch"] = count("best_epoch")
-    out["e_opt"] = real("e_opt", state["e_opt"], finite=True)
-    out["n_monitored"] = count("n_monitored")
-    window = state["train_window"]
-    expected = f"a list of at most strip={es.strip} floats"
-    if not isinstance(window, (list, tuple)):
-        raise v.invalid_type(owner, "state['train_window']", expected, window)
-    if len(window) > es.strip:
-        raise v.invalid_value(owner, "state['train_window']", expected,
-                              window)
-    out["train_window"] = [real("train_window", x, allow_none=False)
-                           for x in window]
-    out["strip_end_value"] = real("strip_end_value", state["strip_end_value"])
-    out["ups"] = count("ups")
-    out["last_epoch"] = count("last_epoch", allow_none=True)
-    if out["wait"] > out["n_monitored"]:
-        raise v.invalid_value(
-            owner, "state['wait']",
-            f"an integer <= n_monitored={out['n_monitored']} (the patience "
-            "counter counts monitored epochs)", out["wait"])
-    if state.get("best_weights") is not None:
-        weights = state["best_weights"]
-        dtypes = state.get("best_weights_dtypes")
-        expected = ("a list of arrays with best_weights_dtypes, a list of "
-                    "dtype names of the same length")
-        if not isinstance(weights, (list, tuple)) or \
-                not isinstance(dtypes, (list, tuple)) or \
-                len(dtypes) != len(weights):
-            raise v.invalid_value(owner, "state['best_weights']", expected,
-                                  "[...]")
-        try:
-            out["best_weights"] = [np.asarray(w, dtype=d)
-                                   for w, d in zip(weights, dtypes)]
-        except (TypeError, ValueError) as error:
-            raise v.invalid_value(
-                owner, "state['best_weights']",
-                f"{expected} ({error})", "[...]") from None
-    return out
 
 
 @keras.saving.register_keras_serializable(package="kreg")
@@ -615,7 +507,13 @@ class EarlyStopping(MonitorCallback):
         Returns:
             None.
         """
-        parsed = _parse_state(self, state)
+        parsed = _resume.parse_state(state, owner="EarlyStopping.set_state",
+                                     expect={
+                                         "monitor": self.monitor,
+                                         "criterion": self.criterion,
+                                         "strip": self.strip,
+                                         "mode": self.mode,
+                                         "sign": self._sign})
         sign = parsed["sign"]
         self._reset()
         self.wait = parsed["wait"]
@@ -663,10 +561,11 @@ class EarlyStopping(MonitorCallback):
         self.best_weights = model.get_weights()
         model.set_weights(current)
 
-    def _lookup(self, logs, key, argument):
+    def _lookup(self, logs, key, argument,
+                owner="EarlyStopping.on_epoch_end"):
         value = logs.get(key)
         if value is not None:
-            return _log_number(value, key, argument)
+            return _log_number(value, key, argument, owner)
         if self.strict:
             raise v.invalid_value(
                 _OWNER, argument,
@@ -680,6 +579,20 @@ class EarlyStopping(MonitorCallback):
                 "are not monitored (pass strict=True to make this an error).",
                 stacklevel=3)
         return None
+
+    def get_monitor_value(self, logs):
+        """The monitored value in `logs`, as Keras's method of that name.
+
+        Args:
+            logs: dict or None, an epoch's logs.
+
+        Returns:
+            `logs[monitor]` as a float, or None when it is missing (with a
+            warning once per run; a ValueError when `strict`).
+        """
+        owner = "EarlyStopping.get_monitor_value"
+        return self._lookup(_check_logs(owner, logs), self.monitor, "monitor",
+                            owner)
 
     def on_epoch_end(self, epoch, logs=None):
         owner = "EarlyStopping.on_epoch_end"

@@ -105,11 +105,12 @@ def test_patience_matches_keras(case):
         monitor=monitor, restore_best_weights=True, **case["kw"])
     m1 = drive(ours, case["val"], monitor=monitor)
     m2 = drive(theirs, case["val"], monitor=monitor)
-    keras_stopped = theirs.stopped_epoch if theirs.stopped_epoch > 0 else None
-    assert ours.stopped_epoch == keras_stopped
-    assert ours.best_epoch == theirs.best_epoch
+    # Keras's attributes, with Keras's meaning (stopped_epoch 0: not stopped).
+    for name in ("stopped_epoch", "best_epoch", "best", "wait", "monitor_op"):
+        assert getattr(ours, name) == getattr(theirs, name), name
     assert restored_epoch(m1) == restored_epoch(m2) == ours.best_epoch
-    assert ours.stop_reason == ("patience" if keras_stopped else "completed")
+    assert ours.stop_reason == (
+        "patience" if theirs.stopped_epoch > 0 else "completed")
 
 
 def test_patience_matches_keras_on_random_curves():
@@ -129,10 +130,10 @@ def test_patience_matches_keras_on_random_curves():
             monitor="m", restore_best_weights=True, **kw)
         m1 = drive(ours, curve, monitor="m")
         m2 = drive(theirs, curve, monitor="m")
-        keras_stopped = theirs.stopped_epoch or None
-        assert ours.stopped_epoch == keras_stopped, (curve, kw)
-        if ours.best_epoch is not None:
-            assert ours.best_epoch == theirs.best_epoch, (curve, kw)
+        for name in ("stopped_epoch", "best_epoch", "best", "wait",
+                     "monitor_op"):
+            assert getattr(ours, name) == getattr(theirs, name), \
+                (name, curve, kw)
         assert restored_epoch(m1) == restored_epoch(m2), (curve, kw)
 
 
@@ -174,7 +175,7 @@ def test_gl_stops_at_first_epoch_above_alpha():
     es10 = EarlyStopping(criterion="gl", alpha=10.0)
     model = drive(es10, [1.0, 0.8, 0.82, 0.86, 0.5])
     assert es10.stop_reason == "completed"
-    assert es10.stopped_epoch is None
+    assert es10.stopped_epoch == 0
     assert restored_epoch(model) == 4
 
 
@@ -214,7 +215,8 @@ def test_pq_only_at_strip_ends():
 
 
 def test_pq_reads_train_monitor_and_default_alpha():
-    es = EarlyStopping(criterion="pq", strip=3, train_monitor="train_err")
+    es = EarlyStopping(criterion="pq", strip=3, train_monitor="train_err",
+                       strict=True)
     assert es.alpha == 2.0
     model = FakeModel()
     es.set_model(model)
@@ -222,6 +224,12 @@ def test_pq_reads_train_monitor_and_default_alpha():
     with pytest.raises(ValueError, match="Invalid value for argument "
                        "`train_monitor` of EarlyStopping.*'val_loss', 'loss'"):
         es.on_epoch_end(0, {"val_loss": 1.0, "loss": 1.0})
+    # By default (Keras's behaviour) a warning, and the epoch is skipped.
+    es = EarlyStopping(criterion="pq", strip=3, train_monitor="train_err")
+    with pytest.warns(UserWarning, match="`train_monitor`='train_err' is not "
+                      "in the epoch logs"):
+        drive(es, [1.0, 0.9])
+    assert es.best is None and es.stop_reason == "completed"
 
 
 def test_pq_zero_progress_stops_when_gl_positive():
@@ -240,7 +248,7 @@ def test_up_successive_strips(s, stop):
     # e9 (4.1, up).
     es = EarlyStopping(criterion="up", strip=2, successive_strips=s)
     model = drive(es, UP_VAL)
-    assert es.stopped_epoch == stop
+    assert es.stopped_epoch == (stop or 0)
     assert es.stop_reason == ("up" if stop else "completed")
     assert es.best_epoch == 2
     assert restored_epoch(model) == 2
@@ -305,8 +313,8 @@ def test_nan_in_the_middle_without_check_finite_continues():
 def test_check_finite_applies_during_warm_up():
     es = EarlyStopping(start_from_epoch=3)
     drive(es, [1.0, NAN, 0.5])
-    assert (es.stop_reason, es.stopped_epoch, es.best_epoch) == \
-        ("non_finite", 1, None)
+    assert (es.stop_reason, es.stopped_epoch, es.best_epoch, es.best) == \
+        ("non_finite", 1, 0, None)
     assert "no epoch was monitored" in es.summary()
 
 
@@ -390,7 +398,7 @@ def test_thresholds_must_be_ordered_for_the_direction():
 def test_restores_when_all_epochs_ran():
     es = EarlyStopping(patience=10)
     model = drive(es, [1.0, 0.5, 0.7, 0.8])
-    assert (es.stop_reason, es.stopped_epoch) == ("completed", None)
+    assert (es.stop_reason, es.stopped_epoch) == ("completed", 0)
     assert restored_epoch(model) == 1
 
 
@@ -424,7 +432,7 @@ def test_instance_reused_across_runs():
     assert (es.stopped_epoch, es.best_epoch) == (2, 1)
     model = drive(es, [3.0, 2.0, 1.0])
     assert (es.stop_reason, es.stopped_epoch, es.best_epoch, es.best_value) == \
-        ("completed", None, 2, 1.0)
+        ("completed", 0, 2, 1.0)
     assert es.wait == 0
     assert restored_epoch(model) == 2
 
@@ -442,7 +450,7 @@ def test_verbose_prints_one_line(capsys):
 
 
 def test_strict_missing_metric_lists_available_keys():
-    es = EarlyStopping()
+    es = EarlyStopping(strict=True)
     es.set_model(FakeModel())
     es.on_train_begin()
     with pytest.raises(ValueError, match=(
@@ -458,7 +466,7 @@ def test_not_strict_warns_once_and_does_nothing():
     with pytest.warns(UserWarning, match="not in the epoch logs") as record:
         model = drive(es, [None, None, None])
     assert len([w for w in record if "epoch logs" in str(w.message)]) == 1
-    assert es.best_epoch is None
+    assert es.best is None and es.best_epoch == 0
     assert es.stop_reason == "completed"
     assert not model.stop_training
     # Missing on some epochs only (e.g. validation_freq=2): the others count.
@@ -494,17 +502,64 @@ class _Container:  # like Keras's CompileMetrics
         self.metrics = metrics
 
 
-def test_mode_auto_unknown_name_error_at_first_epoch_end():
-    es = EarlyStopping(monitor="val_lr")  # construction is fine
+@pytest.mark.parametrize("strict", [False, True])
+def test_mode_auto_unknown_name_error_at_first_epoch_end(strict):
+    es = EarlyStopping(monitor="val_lr", strict=strict)  # construction is fine
     es.set_model(FakeModel())
     es.on_train_begin()
-    # The direction is decided before the (missing) metric is looked up.
+    # Present in the logs: the direction is what cannot be told.
     with pytest.raises(ValueError, match=(
             r"Invalid value for argument `mode` of EarlyStopping: expected "
             r"'min' or 'max': mode='auto' cannot tell whether "
             r"monitor='val_lr' should be minimized or maximized .*"
             r"Received: mode='auto'")):
-        es.on_epoch_end(0, {"loss": 1.0})
+        es.on_epoch_end(0, {"loss": 1.0, "val_lr": 0.1})
+
+
+@pytest.mark.parametrize("mode", ["auto", "min", "max"])
+def test_misspelt_monitor_is_reported_as_unknown_whatever_the_mode(mode):
+    # Issue 17: "val_los" was reported as a problem with `mode`.
+    logs = {"loss": 1.0, "val_loss": 0.9}
+    message = (r"Invalid value for argument `monitor` of EarlyStopping: "
+               r"expected a key of the epoch logs \(available: 'loss', "
+               r"'val_loss'.*\)\. Received: monitor='val_los'")
+    es = EarlyStopping(monitor="val_los", mode=mode, strict=True)
+    es.set_model(FakeModel())
+    es.on_train_begin()
+    with pytest.raises(ValueError, match=message):
+        es.on_epoch_end(0, logs)
+    es = EarlyStopping(monitor="val_los", mode=mode)
+    es.set_model(FakeModel())
+    es.on_train_begin()
+    if mode == "auto":
+        # No direction can be had from a missing, unknown name: an error
+        # (a ValueError, as Keras raises), naming the monitor.
+        with pytest.raises(ValueError, match=message):
+            es.on_epoch_end(0, logs)
+    else:
+        with pytest.warns(UserWarning, match=(
+                r"`monitor`='val_los' is not in the epoch logs \(available: "
+                r"'loss', 'val_loss'\)")):
+            es.on_epoch_end(0, logs)
+
+
+def test_missing_validation_data_warns_and_trains_on_like_keras():
+    # Issue 16: one callback list for several fits, some without validation.
+    x, y, xv, yv = _tiny_regression()
+    model = _compiled_model()
+    es = EarlyStopping(patience=1)
+    with pytest.warns(UserWarning, match="`monitor`='val_loss' is not in the "
+                      "epoch logs"):
+        history = model.fit(x, y, epochs=3, batch_size=32, verbose=0,
+                            callbacks=[es])
+    assert len(history.history["loss"]) == 3
+    assert (es.stop_reason, es.stopped_epoch, es.best) == ("completed", 0, None)
+    with pytest.raises(ValueError, match="`monitor` of EarlyStopping"):
+        model.fit(x, y, epochs=1, verbose=0,
+                  callbacks=[EarlyStopping(strict=True)])
+    # The same instance then serves a fit with validation data.
+    _fit(model, x, y, xv, yv, [es])
+    assert es.best is not None and es.stop_reason == "patience"
 
 
 def test_mode_auto_uses_the_declared_metric_direction():
@@ -628,15 +683,14 @@ ERRORS = [
      "`monitor` of EarlyStopping: expected a non-empty string. Received: "
      "monitor=3 (of type int)"),
     (dict(monitor=""), ValueError, "expected a non-empty string"),
-    (dict(min_delta=-0.1), ValueError,
-     "`min_delta` of EarlyStopping: expected a float in [0, inf). Received: "
-     "min_delta=-0.1"),
     (dict(min_delta=NAN), ValueError, "Received: min_delta=nan"),
     (dict(min_delta="0"), TypeError, "Received: min_delta='0'"),
     (dict(patience=-1), ValueError,
      "`patience` of EarlyStopping: expected an integer >= 0. Received: "
      "patience=-1"),
-    (dict(patience=1.5), TypeError, "expected an integer >= 0"),
+    (dict(patience=1.5), ValueError,
+     "`patience` of EarlyStopping: expected an integer >= 0 (a whole-number "
+     "float such as 5.0 is accepted). Received: patience=1.5"),
     (dict(patience=True), TypeError, "expected an integer >= 0"),
     (dict(verbose=-1), ValueError, "`verbose` of EarlyStopping"),
     (dict(mode="minimize"), ValueError,
@@ -950,3 +1004,306 @@ def test_checkpoint_survives_sigkill(tmp_path):
     assert matches, "checkpoint equals no best epoch's weights"
     # It is one of the last two bests (the kill may land during a write).
     assert matches[-1] in running_best[-2:]
+
+
+# ----------------------------------------------------------------------------
+# Drop-in: Keras's signature, values and attributes (issues 16 and 17).
+KERAS_ARGS = ["monitor", "min_delta", "patience", "verbose", "mode", "baseline",
+              "restore_best_weights", "start_from_epoch"]
+
+
+def test_keras_positional_order_then_keyword_only():
+    theirs = list(inspect.signature(
+        keras.callbacks.EarlyStopping.__init__).parameters)[1:]
+    params = inspect.signature(EarlyStopping.__init__).parameters
+    ours = [n for n, p in params.items()
+            if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD][1:]
+    assert theirs == KERAS_ARGS == ours
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY
+               for n, p in params.items() if n not in KERAS_ARGS + ["self"])
+    args = ("val_loss", 0, 5, 0, "auto", None, True, 2)
+    es = EarlyStopping(*args)
+    ref = keras.callbacks.EarlyStopping(*args)
+    for name in KERAS_ARGS:
+        assert getattr(es, name) == getattr(ref, name), name
+    val = [1.0, 0.9, 1.2, 0.8] + [0.85 + 0.01 * i for i in range(8)]
+    drive(es, val)
+    drive(ref, val)
+    assert (es.stopped_epoch, es.best_epoch) == (ref.stopped_epoch,
+                                                 ref.best_epoch) == (8, 3)
+
+
+def test_values_keras_accepts():
+    # min_delta: Keras uses the absolute value.
+    es = EarlyStopping(min_delta=-0.01, patience=1)
+    assert es.min_delta == 0.01 and es.get_config()["min_delta"] == 0.01
+    ref = keras.callbacks.EarlyStopping(min_delta=-0.01, patience=1,
+                                        restore_best_weights=True)
+    val = [1.0, 0.98, 0.975, 0.96]  # e2 improves by 0.005 < 0.01: stop
+    drive(es, val)
+    drive(ref, val)
+    assert (es.stopped_epoch, es.best_epoch) == (ref.stopped_epoch,
+                                                 ref.best_epoch) == (2, 1)
+    # Whole-number floats and NumPy scalars for the counts, bool verbose.
+    es = EarlyStopping(patience=5.0, start_from_epoch=np.int64(2),
+                       verbose=True, min_delta=np.float32(0.5),
+                       baseline=np.float64(0.3),
+                       restore_best_weights=np.bool_(False))
+    assert (es.patience, es.start_from_epoch, es.verbose) == (5, 2, 1)
+    assert all(type(getattr(es, n)) is int
+               for n in ("patience", "start_from_epoch", "verbose"))
+    assert es.restore_best_weights is False
+    assert json.loads(json.dumps(es.get_config())) == es.get_config()
+    # Refused on purpose, each with one line that says why.
+    with pytest.raises(ValueError, match=r"`mode` of EarlyStopping: expected "
+                       r"one of 'auto', 'min', 'max'\. Received: mode='MIN'"):
+        EarlyStopping(mode="MIN")
+    with pytest.raises(ValueError, match="whole-number float"):
+        EarlyStopping(patience=5.5)
+
+
+def test_keras_attributes_after_on_train_begin():
+    # Keras's test_state_reset_across_fit_calls, plus stopped_epoch > 0.
+    es = EarlyStopping(monitor="loss", patience=3)
+    es.set_model(FakeModel())
+    es.on_train_begin()
+    es.best, es.wait, es.stopped_epoch, es.best_epoch = 0.1, 3, 5, 5
+    es.best_weights = object()
+    es.on_train_begin()
+    assert es.best is None and es.best_weights is None
+    assert (es.wait, es.stopped_epoch, es.best_epoch) == (0, 0, 0)
+    assert not es.stopped_epoch > 0
+    drive(es, [1.0, 1.1, 1.2, 1.3, 1.4], monitor="loss")
+    assert es.stopped_epoch > 0 and es.stopped_epoch == 3
+    assert es.best == es.best_value == 1.0
+
+
+def test_monitor_op_is_keras_ops():
+    assert EarlyStopping(mode="min").monitor_op is keras.ops.less
+    assert EarlyStopping(mode="max").monitor_op is keras.ops.greater
+    es = EarlyStopping(monitor="val_auc")
+    assert es.monitor_op is None  # decided at the first epoch end
+    drive(es, [0.5, 0.6], monitor="val_auc")
+    assert es.monitor_op is keras.ops.greater and es.direction == "max"
+    es.monitor_op = keras.ops.less
+    assert es.direction == "min"
+    with pytest.raises(ValueError, match="`monitor_op` of EarlyStopping: "
+                       "expected keras.ops.less, keras.ops.greater or None"):
+        es.monitor_op = max
+    # Keras's _is_improvement(value, reference) with min_delta.
+    es = EarlyStopping(mode="max", min_delta=0.1)
+    assert es._is_improvement(0.5, None)
+    assert es._is_improvement(0.71, 0.6) and not es._is_improvement(0.69, 0.6)
+
+
+# ----------------------------------------------------------------------------
+# set_state validates at once (issue 17).
+def _state(**changes):
+    es = EarlyStopping(patience=3)
+    drive(es, [1.0, 0.9, 1.1], end=False)
+    state = json.loads(json.dumps(es.get_state()))
+    state.update(changes)
+    return state
+
+
+@pytest.mark.parametrize("changes,exc,message", [
+    (dict(wait=-5), ValueError,
+     "Invalid value for argument `state['wait']` of EarlyStopping.set_state: "
+     "expected an integer >= 0. Received: state['wait']=-5"),
+    (dict(wait=2.5), ValueError, "`state['wait']`"),
+    (dict(wait=None), TypeError, "`state['wait']`"),
+    (dict(wait=9), ValueError, "expected an integer <= n_monitored=3"),
+    (dict(best="abc"), TypeError,
+     "Invalid value for argument `state['best']` of EarlyStopping.set_state: "
+     "expected a float or None. Received: state['best']='abc'"),
+    (dict(best_epoch=-1), ValueError, "`state['best_epoch']`"),
+    (dict(best_epoch=None), TypeError, "`state['best_epoch']`"),
+    (dict(e_opt=float("nan")), ValueError, "`state['e_opt']`"),
+    (dict(n_monitored="3"), TypeError, "`state['n_monitored']`"),
+    (dict(train_window=[1.0] * 6), ValueError,
+     "expected a list of at most strip=5 floats"),
+    (dict(train_window="abc"), TypeError, "`state['train_window']`"),
+    (dict(train_window=["x"]), TypeError, "`state['train_window']`"),
+    (dict(strip_end_value=[1]), TypeError, "`state['strip_end_value']`"),
+    (dict(ups=-1), ValueError, "`state['ups']`"),
+    (dict(last_epoch=-3), ValueError, "`state['last_epoch']`"),
+    (dict(sign=2.0), ValueError, "expected 1.0, -1.0 or None"),
+    (dict(version=7), ValueError, "`state['version']`"),
+    (dict(best_weights=[[1.0]], best_weights_dtypes=["nonsense"]), ValueError,
+     "`state['best_weights']`"),
+    (dict(best_weights=[[1.0]]), ValueError, "`state['best_weights']`"),
+])
+def test_set_state_validates_every_entry(changes, exc, message):
+    es = EarlyStopping(patience=3)
+    before = es.get_state()
+    with pytest.raises(exc) as info:
+        es.set_state(_state(**changes))
+    assert message in str(info.value)
+    assert str(info.value).startswith("Invalid value for argument `")
+    assert es.get_state() == before  # nothing half-loaded
+
+
+def test_set_state_accepts_a_version_1_state():
+    state = _state()
+    legacy = dict(state, version=1, best=-7.0, best_value=state["best"],
+                  best_epoch=None)
+    es = EarlyStopping(patience=3)
+    es.set_state(legacy)
+    assert (es.best, es.best_epoch, es.wait) == (0.9, 0, 1)
+
+
+# ----------------------------------------------------------------------------
+# The hooks and from_config check their arguments.
+@pytest.mark.parametrize("call,exc,message", [
+    (lambda es: es.on_epoch_end("0", {"val_loss": 1.0}), TypeError,
+     "`epoch` of EarlyStopping.on_epoch_end: expected an integer >= 0"),
+    (lambda es: es.on_epoch_end(-1, {"val_loss": 1.0}), ValueError, "`epoch`"),
+    (lambda es: es.on_epoch_end(0, [1.0]), TypeError,
+     "`logs` of EarlyStopping.on_epoch_end: expected None or a dict"),
+    (lambda es: es.on_epoch_end(0, {"val_loss": "x"}), TypeError,
+     "expected a number (or a one-element array) at logs['val_loss']"),
+    (lambda es: es.on_epoch_end(0, {"val_loss": np.ones(2)}), TypeError,
+     "at logs['val_loss']"),
+    (lambda es: es.on_train_begin(3), TypeError, "`logs`"),
+    (lambda es: es.on_train_end("x"), TypeError, "`logs`"),
+    (lambda es: es.get_state(include_weights="yes"), TypeError,
+     "`include_weights` of EarlyStopping.get_state: expected a bool"),
+    (lambda es: EarlyStopping.from_config(None), TypeError,
+     "`config` of EarlyStopping.from_config: expected a dict"),
+    (lambda es: EarlyStopping.from_config({"patients": 3}), ValueError,
+     "unknown keys: ['patients']"),
+])
+def test_hooks_check_their_arguments(call, exc, message):
+    es = EarlyStopping()
+    es.set_model(FakeModel())
+    with pytest.raises(exc) as info:
+        call(es)
+    assert message in str(info.value)
+
+
+def test_tensor_and_numpy_log_values_are_read():
+    es = EarlyStopping(patience=0)
+    drive(es, [np.float32(1.0), keras.ops.convert_to_tensor([0.5]),
+               np.array([0.7], "float32")])
+    assert (es.best_epoch, es.stopped_epoch, es.best) == (1, 2, 0.5)
+
+
+# ----------------------------------------------------------------------------
+# The parts: direction, Prechelt's step functions, the checkpoint.
+def test_monitor_callback_resolves_direction_like_keras():
+    from kreg.callbacks._monitor import declared_direction
+    model = FakeModel(metrics=[_Container([_Metric("f1_score", "up"),
+                                           _Metric("hinge", "down")])])
+    assert declared_direction(model, "val_f1_score") == "max"
+    assert declared_direction(model, "hinge") == "min"
+    assert declared_direction(model, "other") is None
+    assert declared_direction(None, "loss") is None
+
+
+def test_prechelt_steps_on_hand_computed_curves():
+    from kreg.callbacks._prechelt import CurveState
+    from kreg.callbacks._prechelt import gl_step
+    from kreg.callbacks._prechelt import pq_step
+    from kreg.callbacks._prechelt import up_step
+
+    # GL_5 on 1.0, 0.8, 0.82, 0.86: GL = 0, 0, 2.5, 7.5.
+    state, got = CurveState(), []
+    for error in [1.0, 0.8, 0.82, 0.86]:
+        state, value, stop = gl_step(state, error, alpha=5.0)
+        got.append((round(value, 9), stop))
+    assert got == [(0.0, False), (0.0, False), (2.5, False), (7.5, True)]
+    assert state == CurveState(n=4, e_opt=0.8)
+
+    # PQ_0.5, k=3 on the curve of test_pq_only_at_strip_ends.
+    state, got = CurveState(), []
+    for error, train in zip(PQ_VAL, PQ_TRAIN):
+        state, value, stop = pq_step(state, error, train, alpha=0.5, strip=3)
+        got.append(None if value is None else (round(value, 6), stop))
+    q5 = (100 * (1.5 / 1.4 - 1)) / (1000 * (3.3 / 3 - 1))
+    q8 = (100 * (1.6 / 1.4 - 1)) / (1000 * (2.97 / (3 * 0.98) - 1))
+    assert got == [None, None, (0.0, False), None, None,
+                   (round(q5, 6), False), None, None, (round(q8, 6), True)]
+    assert state.train_strip == (1.0, 0.99, 0.98) and state.e_opt == 1.4
+
+    # UP_2, k=2: strip ends 4.0, 3.5 (down), 3.7 (up), 3.9 (up) -> stop.
+    state, got = CurveState(), []
+    for error in UP_VAL[:8]:
+        state, value, stop = up_step(state, error, successive=2, strip=2)
+        got.append(None if value is None else (value, stop))
+    assert got == [None, (0, False), None, (0, False), None, (1, False),
+                   None, (2, True)]
+    assert (state.strip_end, state.ups, state.n) == (3.9, 2, 8)
+
+    # The functions are pure: the input state is not changed.
+    start = CurveState(n=2, e_opt=1.0, train_strip=(1.0, 1.0))
+    pq_step(start, 2.0, 1.0, alpha=0.0, strip=3)
+    assert start == CurveState(n=2, e_opt=1.0, train_strip=(1.0, 1.0))
+
+
+def test_checkpoint_file_mode_is_that_of_save_weights(tmp_path):
+    model = _compiled_model()
+    path = tmp_path / "best.weights.h5"
+    es = EarlyStopping(patience=1, checkpoint_path=path)
+    es.set_model(model)
+    es.on_train_begin()
+    es.on_epoch_end(0, {"val_loss": 1.0})
+    model.save_weights(tmp_path / "keras.weights.h5")
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = os.stat(path).st_mode & 0o777
+    assert mode == os.stat(tmp_path / "keras.weights.h5").st_mode & 0o777
+    assert mode == 0o666 & ~umask
+
+
+KILL_DURING_WRITE = """
+import os, signal, sys
+import numpy as np
+import kreg
+
+
+class Model:
+    stop_training = False
+    metrics = ()
+
+    def get_weights(self):
+        return [np.zeros(1)]
+
+    def save_weights(self, path, overwrite=True):
+        with open(path, "wb") as f:
+            f.write(b"half a checkpoint")
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+es = kreg.callbacks.EarlyStopping(checkpoint_path=sys.argv[1])
+es.set_model(Model())
+es.on_train_begin()
+es.on_epoch_end(0, {"val_loss": 1.0})
+"""
+
+
+def test_a_kill_during_a_write_leaves_a_temp_file_the_next_run_removes(
+        tmp_path):
+    path = tmp_path / "best.weights.h5"
+    path.write_bytes(b"previous best")
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_DURING_WRITE)
+    proc = subprocess.run([sys.executable, str(script), str(path)],
+                          capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert path.read_bytes() == b"previous best"
+    stale = [p.name for p in tmp_path.iterdir()
+             if p.name.endswith(".tmp.weights.h5")]
+    assert len(stale) == 1 and stale[0].startswith(".best.")
+    # Files that are not this checkpoint's temporary files are kept.
+    keep = [".other.0a1b.tmp.weights.h5", ".best.x.y.tmp.weights.h5",
+            "best.tmp.weights.h5", ".best.weights.h5", "notes.txt"]
+    for name in keep:
+        (tmp_path / name).write_bytes(b"")
+    es = EarlyStopping(patience=1, checkpoint_path=path)
+    es.set_model(SavingFakeModel())
+    es.on_train_begin()
+    names = {p.name for p in tmp_path.iterdir()}
+    assert stale[0] not in names
+    assert set(keep) <= names
+    assert path.read_bytes() == b"previous best"

@@ -6,6 +6,10 @@ import keras
 import numpy as np
 
 from kreg import _validation as v
+from kreg.callbacks._args import check_config
+from kreg.callbacks._args import check_epoch
+from kreg.callbacks._args import check_logs
+from kreg.callbacks._args import is_real
 from kreg.regularizers.penalties import penalty
 
 _OWNER = "RegularizationMonitor"
@@ -49,7 +53,8 @@ class RegularizationMonitor(keras.callbacks.Callback):
             every layer of the model (nested ones included) that has a
             `kernel` weight (Dense, Conv, EinsumDense, kreg's layers ...).
             A name that is not such a layer is a ValueError at the start of
-            training, listing the names that are.
+            training, listing the names that are. An empty list monitors no
+            kernel (only the penalty keys are written).
         stats: list/tuple of statistics, default all of `("penalty", "share",
             "l1", "l2", "sparsity")`; `"share"` writes `penalty_share`.
         tolerance: float > 0, default 1e-3. The threshold of `sparsity`.
@@ -117,8 +122,13 @@ class RegularizationMonitor(keras.callbacks.Callback):
         self.prefix = prefix
         self._kernels = None
 
-    def _find_kernels(self):
+    def _find_kernels(self, owner):
         model = self.model
+        if model is None:
+            raise RuntimeError(
+                f"{owner}: no model is set; pass the callback to "
+                "`model.fit(..., callbacks=[...])` or call `set_model(model)` "
+                "first.")
         found = {}
         for layer in model._flatten_layers(include_self=False, recursive=True):
             kernel = _kernel(layer)
@@ -142,20 +152,25 @@ class RegularizationMonitor(keras.callbacks.Callback):
         return [(n, found[n]) for n in self.layers]
 
     def on_train_begin(self, logs=None):
-        self._kernels = self._find_kernels()
+        check_logs(f"{_OWNER}.on_train_begin", logs)
+        self._kernels = self._find_kernels(f"{_OWNER}.on_train_begin")
 
     def statistics(self, loss=None):
         """Compute the statistics for the current weights.
 
         Args:
             loss: float or None, default None. The loss that `penalty_share`
-                divides by (NaN when None or zero).
+                divides by (the share is NaN when the loss is None, zero, NaN
+                or infinite).
 
         Returns:
             A dict from key (with the prefix) to a Python float.
         """
+        if loss is not None and not is_real(loss):
+            raise v.invalid_type(f"{_OWNER}.statistics", "loss",
+                                 "a float or None", loss)
         if self._kernels is None:
-            self._kernels = self._find_kernels()
+            self._kernels = self._find_kernels(f"{_OWNER}.statistics")
         out = {}
         p = self.prefix
         if "penalty" in self.stats or "share" in self.stats:
@@ -178,10 +193,19 @@ class RegularizationMonitor(keras.callbacks.Callback):
         return out
 
     def on_epoch_end(self, epoch, logs=None):
+        owner = f"{_OWNER}.on_epoch_end"
+        check_epoch(owner, epoch)
         if logs is None:
             return
+        check_logs(owner, logs)
         loss = logs.get("loss")
-        stats = self.statistics(None if loss is None else float(loss))
+        if loss is not None:
+            try:
+                loss = float(loss)
+            except (TypeError, ValueError):
+                raise v.invalid_type(owner, "logs",
+                                     "a number at logs['loss']", loss) from None
+        stats = self.statistics(loss)
         clash = [k for k in stats if k in logs]
         if clash:
             raise v.invalid_value(
@@ -200,4 +224,4 @@ class RegularizationMonitor(keras.callbacks.Callback):
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        return cls(**check_config(cls, config))

@@ -10,6 +10,7 @@ Carlo serving signatures (module `kreg.serving`).
 from kreg import acquisition
 from kreg import callbacks
 from kreg import distribute
+from kreg import errors
 from kreg import initializers
 from kreg import layers
 from kreg import regularizers
@@ -28,6 +29,7 @@ __all__ = [
     "callbacks",
     "convert_dropout",
     "distribute",
+    "errors",
     "export",
     "initializers",
     "layers",

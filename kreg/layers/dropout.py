@@ -35,6 +35,13 @@ def validate_noise_shape(owner, noise_shape):
     return tuple(out)
 
 
+_SCALABLE = (
+    "a floating-point tensor (dropout scales its input by 1/keep_prob while "
+    "training, and by keep_prob at inference with scaling='test_time'; an "
+    "integer tensor cannot hold that)"
+)
+
+
 def concrete_noise_shape(noise_shape, inputs):
     """Fill the `None` entries of `noise_shape` from the shape of `inputs`."""
     shape = ops.shape(inputs)
@@ -58,21 +65,33 @@ class Dropout(StochasticLayer):
     saved with the model, so training resumed from a saved model draws the
     same masks the original would have.
 
+    The positional order is Keras's, `Dropout(rate, noise_shape, seed)`, so
+    `kreg.layers.Dropout(0.2, (None, 1, 8), 3)` means what it means for
+    `keras.layers.Dropout`; kreg's own arguments (`keep_prob`, `scaling`) are
+    keyword-only.
+
     Args:
         rate: float in [0, 1), default 0.5. The probability of dropping a
             unit. Mutually exclusive with `keep_prob`.
-        keep_prob: float in (0, 1] or None, default None. The textbook's p,
-            the probability of keeping a unit; `rate = 1 - keep_prob`.
-        scaling: `"inverted"` (default) or `"test_time"`.
         noise_shape: tuple of ints or None, default None. The shape of the
             mask, broadcast against the input; `None` entries take the input's
             size, e.g. `(None, 1, C)` keeps or drops whole channels across
             time steps.
         seed: int or None, default None. Seed of the layer's random stream.
+        keep_prob: float in (0, 1] or None, default None, keyword-only. The
+            textbook's p, the probability of keeping a unit;
+            `rate = 1 - keep_prob`.
+        scaling: `"inverted"` (default) or `"test_time"`, keyword-only.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
-        inputs: a tensor of any rank.
+        inputs: a tensor of any rank. A floating-point tensor wherever the
+            layer scales it: while training or sampling, and at inference
+            with `scaling="test_time"`. An integer or bool tensor there is an
+            `ArgumentTypeError` (a scaled integer cannot hold `x / keep_prob`
+            or `keep_prob * x`; Keras also refuses it while training). Where
+            the layer is the identity (inference with inverted scaling,
+            `rate=0`) any dtype passes through unchanged, as in Keras.
         training: bool, default None (False). Whether to drop units.
 
     Returns:
@@ -96,8 +115,8 @@ class Dropout(StochasticLayer):
         from Overfitting", JMLR 15, 2014, sections 2-4 and 10.
     """
 
-    def __init__(self, rate=DEFAULT_RATE, *, keep_prob=None, scaling="inverted",
-                 noise_shape=None, seed=None, **kwargs):
+    def __init__(self, rate=DEFAULT_RATE, noise_shape=None, seed=None, *,
+                 keep_prob=None, scaling="inverted", **kwargs):
         super().__init__(**kwargs)
         self._init_stochastic(rate, keep_prob, seed)
         self.scaling = v.check_option("Dropout", "scaling", scaling, SCALINGS)
@@ -110,6 +129,8 @@ class Dropout(StochasticLayer):
         if self.rate == 0.0:
             return inputs
         ctx = current_sampling()
+        if ctx is not None or training or self.scaling == "test_time":
+            v.check_float_tensor("Dropout", "inputs", inputs, _SCALABLE)
         if ctx is not None:
             return self._sample(inputs, ctx)
         if training:

@@ -52,11 +52,16 @@ def invalid_value(owner, name, expected, value):
     return ValueError(error_message(owner, name, expected, value))
 
 
-def invalid_type(owner, name, expected, value):
-    return ArgumentTypeError(
-        error_message(owner, name, expected, value)
-        + f" (of type {type(value).__name__})"
-    )
+_WHOLE = object()
+
+
+def invalid_type(owner, name, expected, value, *, element=_WHOLE):
+    """The wrong-type error; `element` names the bad item of a sequence."""
+    if element is _WHOLE:
+        suffix = f" (of type {type(value).__name__})"
+    else:
+        suffix = f" (element {element!r} of type {type(element).__name__})"
+    return ArgumentTypeError(error_message(owner, name, expected, value) + suffix)
 
 
 def _is_real(value):

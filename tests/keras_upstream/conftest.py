@@ -86,6 +86,8 @@ _current = {"nodeid": None}
 
 
 def _note(where, pattern, exc):
+    if "harness_selfcheck_test" in (_current["nodeid"] or ""):
+        return  # the harness's own check, not one of Keras's
     message = str(exc)
     matched = re.search(str(pattern), message) is not None
     RELAXED.append((_current["nodeid"], where, str(pattern), message, matched))

@@ -12,7 +12,8 @@ these test files into the ignored `tests/keras_upstream/_upstream/`:
 
 and runs them with pytest and this directory's `pytest.ini`/`conftest.py`,
 which put kreg's classes in place of Keras's and relax error-message text
-(the exception class is still checked). Usage:
+(the exception class is still checked; `harness_selfcheck_test.py`, run
+first, proves that). Usage:
 
     python tests/keras_upstream/run.py [FILE_STEM ...] [-- PYTEST_ARGS]
 
@@ -86,7 +87,8 @@ def main(argv):
     print(f"Keras {version}'s tests with kreg's classes "
           f"(KERAS_BACKEND={env.get('KERAS_BACKEND', 'tensorflow')}):", flush=True)
     cmd = [sys.executable, "-m", "pytest", "-c", str(HERE / "pytest.ini"),
-           "--rootdir", str(HERE), *map(str, files), *extra]
+           "--rootdir", str(HERE), str(HERE / "harness_selfcheck_test.py"),
+           *map(str, files), *extra]
     return subprocess.run(cmd, env=env).returncode
 
 

@@ -46,12 +46,13 @@ def sdist(version):
     if not path.exists():
         print(f"Downloading the source distribution of keras=={version} to {cache}",
               flush=True)
-        subprocess.run(
+        done = subprocess.run(
             [sys.executable, "-m", "pip", "download", f"keras=={version}",
-             "--no-deps", "--no-binary", ":all:",
-             "--quiet", "-d", str(cache)],
-            check=True,
-        )
+             "--no-deps", "--no-binary", ":all:", "--quiet", "-d", str(cache)])
+        if done.returncode:
+            sys.exit(f"kreg: `pip download keras=={version}` failed (exit status "
+                     f"{done.returncode}); this step needs the network once, or "
+                     f"keras-{version}.tar.gz placed in {cache}")
     if not path.exists():
         sys.exit(f"kreg: pip did not produce {path}")
     return path
@@ -67,7 +68,11 @@ def copy_tests(archive, version, stems):
             name = pathlib.PurePosixPath(member).name
             if stems and name.removesuffix(".py") not in stems:
                 continue
-            data = tar.extractfile(f"keras-{version}/{member}").read()
+            try:
+                data = tar.extractfile(f"keras-{version}/{member}").read()
+            except KeyError:
+                sys.exit(f"kreg: Keras {version}'s source distribution has no "
+                         f"{member}; update FILES in {__file__}")
             (COPIES / name).write_bytes(data)
             copied.append(COPIES / name)
     if not copied:

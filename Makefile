@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-tensorflow test-jax test-torch lint bench venv clean
+.PHONY: demo test test-keras-spec test-tensorflow test-jax test-torch lint bench venv clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,16 @@ BACKEND_TESTS := kreg tests/test_dropout.py tests/test_dropconnect.py \
 	tests/test_saving.py tests/test_serialization.py tests/test_public_api.py \
 	tests/test_backends.py tests/test_distribute.py
 
-test: venv lint test-tensorflow test-jax test-torch
+test: venv lint test-keras-spec test-tensorflow test-jax test-torch
+
+# Keras's own unit tests for Dropout, the L1/L2/L1L2 regularizers and
+# EarlyStopping, run with kreg's classes in their place. The runner downloads
+# the source distribution of the installed Keras (pip download, cached in
+# ~/.cache/kreg/keras-upstream; nothing of Keras's is committed) and copies the
+# three test files into the ignored tests/keras_upstream/_upstream/. Only the
+# text of error messages may differ; see tests/keras_upstream/conftest.py.
+test-keras-spec: venv
+	KERAS_BACKEND=tensorflow $(PY) tests/keras_upstream/run.py
 
 test-tensorflow: venv
 	KERAS_BACKEND=tensorflow $(PY) -m pytest kreg tests

@@ -11,6 +11,7 @@ from kreg import acquisition
 from kreg import calibration
 from kreg import callbacks
 from kreg import distribute
+from kreg import errors
 from kreg import initializers
 from kreg import layers
 from kreg import regularizers
@@ -30,6 +31,7 @@ __all__ = [
     "callbacks",
     "convert_dropout",
     "distribute",
+    "errors",
     "export",
     "initializers",
     "layers",

@@ -5,31 +5,63 @@ Every bad argument is reported as::
     Invalid value for argument `rate` of Dropout: expected a float in [0, 1).
     Received: rate=1.5
 
-A wrong *type* raises `TypeError`, a wrong *value* raises `ValueError`; both use
-this wording, naming the argument, what was expected and what was received.
+A wrong *type* raises `ArgumentTypeError`, a wrong *value* raises `ValueError`;
+both use this wording, naming the argument, what was expected and what was
+received.
+
+`ArgumentTypeError` derives from both `TypeError` (kreg's convention: a wrong
+type is a type error) and `ValueError` (what Keras raises for the same
+arguments, e.g. `Dropout(0.5, noise_shape="abc")`), so code written against
+Keras that catches `ValueError` keeps working with kreg's classes. NumPy does
+the same with `numpy.exceptions.AxisError(ValueError, IndexError)`. The public
+name is `kreg.errors.ArgumentTypeError`.
 """
 
 import math
 import numbers
 
+import keras
 
-def error_message(owner, name, expected, value):
-    """Return kreg's standard message for a bad argument."""
+
+def error_message(owner, name, expected, value, *, received=None):
+    """Return kreg's standard message for a bad argument.
+
+    `received` replaces the default `name=repr(value)` (e.g. `x.dtype=int32`
+    for a tensor, whose repr would be long).
+    """
+    if received is None:
+        received = f"{name}={value!r}"
     return (
         f"Invalid value for argument `{name}` of {owner}: expected {expected}. "
-        f"Received: {name}={value!r}"
+        f"Received: {received}"
     )
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """A public kreg argument has the wrong type.
+
+    Catchable as `TypeError` (kreg's convention) and as `ValueError` (what
+    Keras raises for the same bad arguments), so that a script written for
+    the Keras class kreg stands in for still catches it.
+    """
+
+    __module__ = "kreg.errors"  # its public home (tracebacks, pickling)
 
 
 def invalid_value(owner, name, expected, value):
     return ValueError(error_message(owner, name, expected, value))
 
 
-def invalid_type(owner, name, expected, value):
-    return TypeError(
-        error_message(owner, name, expected, value)
-        + f" (of type {type(value).__name__})"
-    )
+_WHOLE = object()
+
+
+def invalid_type(owner, name, expected, value, *, element=_WHOLE):
+    """The wrong-type error; `element` names the bad item of a sequence."""
+    if element is _WHOLE:
+        suffix = f" (of type {type(value).__name__})"
+    else:
+        suffix = f" (element {element!r} of type {type(element).__name__})"
+    return ArgumentTypeError(error_message(owner, name, expected, value) + suffix)
 
 
 def _is_real(value):
@@ -112,6 +144,25 @@ def check_seed(owner, value):
     if value < 0:
         raise invalid_value(owner, "seed", expected, value)
     return int(value)
+
+
+def check_float_tensor(owner, name, value, expected="a floating-point tensor"):
+    """Validate a tensor (or array) of a floating dtype; return its dtype name.
+
+    An object without a dtype, or with an integer/bool/string dtype, is an
+    `ArgumentTypeError` in kreg's wording (the message names the dtype).
+    """
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        raise invalid_type(owner, name, expected, value)
+    try:
+        dtype = keras.backend.standardize_dtype(dtype)
+    except ValueError:
+        dtype = str(dtype)
+    if not keras.backend.is_float_dtype(dtype):
+        raise ArgumentTypeError(error_message(
+            owner, name, expected, value, received=f"{name}.dtype={dtype}"))
+    return dtype
 
 
 def _fmt(x):

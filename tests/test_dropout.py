@@ -197,3 +197,82 @@ def test_compute_output_shape_and_masking():
     assert layer.compute_output_shape((None, 3, 4)) == (None, 3, 4)
     assert layer.supports_masking
     assert kreg.layers.Dropout is Dropout
+
+
+def test_keras_positional_order_rate_noise_shape_seed():
+    # keras.layers.Dropout(0.2, (None, 1, 8), 3) is rate, noise_shape, seed.
+    ours, theirs = Dropout(0.2, (None, 1, 8), 3), keras.layers.Dropout(0.2, (None, 1, 8), 3)
+    assert (ours.rate, ours.noise_shape, ours.seed) == (0.2, (None, 1, 8), 3)
+    assert (theirs.rate, theirs.noise_shape, theirs.seed) == (0.2, (None, 1, 8), 3)
+    x = np.ones((4, 5, 8), "float32")
+    out = _np(ours(x, training=True))
+    assert np.all(out == out[:, :1, :])  # the noise_shape really is the mask's
+    # kreg's own arguments are keyword-only: a 4th positional is not keep_prob.
+    with pytest.raises(TypeError):
+        Dropout(0.2, None, 3, 0.8)
+    clone = Dropout.from_config(ours.get_config())
+    assert (clone.rate, clone.noise_shape, clone.seed) == (0.2, (None, 1, 8), 3)
+
+
+def test_wrong_type_is_catchable_as_value_error_like_keras():
+    # Keras raises ValueError for these; kreg's error is a TypeError too.
+    for bad in ("Invalid", (20, 1.5, 10)):
+        for catch in (ValueError, TypeError, kreg.errors.ArgumentTypeError):
+            with pytest.raises(catch, match=r"`noise_shape` of Dropout"):
+                Dropout(0.5, noise_shape=bad)
+        with pytest.raises(ValueError):
+            keras.layers.Dropout(0.5, noise_shape=bad)
+
+
+@pytest.mark.parametrize("scaling", ["inverted", "test_time"])
+def test_integer_inputs_refused_wherever_the_layer_scales(scaling):
+    """Integer inputs: an error wherever dropout scales, the identity elsewhere.
+
+    Training (both scalings) and test-time-scaled inference would have to
+    hold `x / keep_prob` or `keep_prob * x` in an integer; before, test-time
+    inference silently returned zeros. Inverted inference is the identity,
+    as in Keras.
+    """
+    x = np.arange(12, dtype="int32").reshape(3, 4)
+    layer = Dropout(0.5, scaling=scaling, seed=1)
+    wording = (r"Invalid value for argument `inputs` of Dropout: expected a "
+               r"floating-point tensor .*Received: inputs.dtype=int32")
+    with pytest.raises(kreg.errors.ArgumentTypeError, match=wording):
+        layer(x, training=True)
+    if scaling == "test_time":
+        with pytest.raises(kreg.errors.ArgumentTypeError, match=wording):
+            layer(x, training=False)
+    else:
+        out = _np(layer(x, training=False))
+        assert out.dtype == np.int32 and np.array_equal(out, x)
+        np.testing.assert_array_equal(_np(keras.layers.Dropout(0.5)(x)), out)
+    np.testing.assert_array_equal(_np(Dropout(0.0, scaling=scaling)(x, training=True)), x)
+
+
+def test_noise_shape_that_does_not_fit_the_input_is_an_error():
+    # On TensorFlow keras.random.dropout broadcasts a rank-3 mask over a
+    # rank-2 input into a rank-3 output without an error (other backends fail
+    # inside the op); kreg refuses it at the call, on every backend.
+    x = np.ones((4, 6), "float32")
+    if keras.backend.backend() == "tensorflow":
+        assert _np(keras.layers.Dropout(0.5, noise_shape=(None, 1, 6))(
+            x, training=True)).shape == (4, 4, 6)
+    with pytest.raises(ValueError, match=r"`noise_shape` of Dropout: expected a shape "
+                       r"of the inputs' rank 2 .*Received: noise_shape=\(None, 1, 6\) "
+                       r"for inputs of shape \(4, 6\)"):
+        Dropout(0.5, noise_shape=(None, 1, 6))(x, training=True)
+    # At inference nothing is drawn: the identity, as in Keras.
+    np.testing.assert_array_equal(_np(Dropout(0.5, noise_shape=(None, 1, 6))(x)), x)
+
+
+def test_mc_sampling_with_a_fixed_batch_noise_shape():
+    # While sampling the batch axis holds the tiled samples, so a fixed batch
+    # size in noise_shape is compared per sample, not with the tiled batch.
+    x = np.ones((3, 4, 5), "float32")
+    model = keras.Sequential([keras.Input((4, 5)),
+                              Dropout(0.5, noise_shape=(3, 1, 5), seed=2)])
+    samples = kreg.MCPredictor(model, samples=6, seed=1, task="regression").predict(
+        x, return_samples=True).samples
+    assert samples.shape == (6, 3, 4, 5)
+    assert np.all(samples == samples[:, :, :1, :])  # shared along axis 1
+    assert len({samples[t].tobytes() for t in range(6)}) > 1  # fresh per sample

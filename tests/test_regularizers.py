@@ -156,3 +156,65 @@ def test_penalty_total_and_breakdown(plain_model):
                                    0.01 * np.abs(k).sum() + 0.02 * (k ** 2).sum(),
                                    rtol=1e-5)
     np.testing.assert_allclose(total, sum(_f(v) for v in model.losses), rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["l1", "l2", "l1_l2"])
+def test_keras_aliases_with_keras_defaults_and_values(name):
+    ours, theirs = getattr(kreg.regularizers, name), getattr(keras.regularizers, name)
+    # Keras 3's aliases are its classes; so are kreg's.
+    assert ours is getattr(kreg.regularizers, {"l1": "L1", "l2": "L2", "l1_l2": "L1L2"}[name])
+    # (Keras stores its coefficients rounded to float32.)
+    assert ours().get_config() == pytest.approx(theirs().get_config(), rel=1e-6)
+    args = {"l1": (0.002,), "l2": (0.002,), "l1_l2": (0.001, 0.003)}[name]
+    assert _f(ours(*args)(W)) == _f(theirs(*args)(W))
+
+
+def test_elastic_net_keeps_its_defaults_l1l2_takes_keras():
+    # The decision of issue 16: ElasticNet() penalizes by default; L1L2 /
+    # l1_l2, the drop-ins for Keras's L1L2, default to 0 and 0 like Keras's.
+    assert ElasticNet().get_config() == {"l1": 0.01, "l2": 0.01}
+    assert kreg.regularizers.L1L2().get_config() == {"l1": 0.0, "l2": 0.0}
+    assert keras.regularizers.L1L2().get_config() == {"l1": 0.0, "l2": 0.0}
+    assert _f(kreg.regularizers.l1_l2()(W)) == 0.0
+    assert isinstance(kreg.regularizers.L1L2(), ElasticNet)
+    assert kreg.regularizers.L1L2.from_ratio(0.2, 0.5).get_config() == {"l1": 0.1, "l2": 0.05}
+
+
+@pytest.mark.parametrize("name", ["l1", "l2", "l1l2", "L1", "L2", "L1L2"])
+def test_get_keras_names_give_keras_numbers(name):
+    ours, theirs = kreg.regularizers.get(name), keras.regularizers.get(name)
+    assert type(ours).__name__ == type(theirs).__name__
+    assert ours.get_config() == pytest.approx(theirs.get_config(), rel=1e-6)
+
+
+def test_get_refuses_what_is_not_a_regularizer():
+    with pytest.raises(TypeError, match=r"`identifier` of kreg.regularizers.get: .*"
+                       r"the class kreg.layers.dropout.Dropout.*Received: "
+                       r"identifier='kreg>Dropout'"):
+        kreg.regularizers.get("kreg>Dropout")
+    with pytest.raises(TypeError, match=r"EarlyStopping.*Received: "
+                       r"identifier='kreg>EarlyStopping'"):
+        kreg.regularizers.get("kreg>EarlyStopping")
+    with pytest.raises(TypeError, match=r"a Dropout \(kreg.layers.dropout\), which is "
+                       r"not a regularizer"):
+        kreg.regularizers.get(kreg.layers.Dropout(0.5))
+    with pytest.raises(ValueError, match=r"expected a config dict with a 'class_name' "
+                       r"key .*Received: identifier=\{'bad': 'dict'\}"):
+        kreg.regularizers.get({"bad": "dict"})
+    # A class is instantiated, as Keras's get does.
+    reg = kreg.regularizers.get(L2)
+    assert type(reg) is L2 and reg.l2 == 0.01
+
+
+def test_apply_takes_a_class_and_names_its_own_arguments(plain_model):
+    changed = kreg.regularizers.apply(plain_model, kernel=L2)
+    assert all(type(layer.kernel_regularizer) is L2 for layer in changed)
+    with pytest.raises(TypeError, match=r"`kernel` of kreg.regularizers.apply"):
+        kreg.regularizers.apply(plain_model, kernel="kreg>Dropout")
+
+
+def test_penalty_rejects_what_is_not_a_model():
+    with pytest.raises(TypeError, match=r"Invalid value for argument `model` of "
+                       r"kreg.regularizers.penalty: expected a Keras model or layer. "
+                       r"Received: model='x'"):
+        kreg.regularizers.penalty("x")

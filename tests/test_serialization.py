@@ -17,6 +17,7 @@ INSTANCES = {
     "L1": lambda: kreg.regularizers.L1(0.2),
     "L2": lambda: kreg.regularizers.L2(0.3),
     "ElasticNet": lambda: kreg.regularizers.ElasticNet(0.1, 0.4),
+    "L1L2": lambda: kreg.regularizers.L1L2(0.1, 0.4),
     "HeNormal": lambda: kreg.initializers.HeNormal(
         seed=4, mode="fan_avg", negative_slope=0.1, distribution="uniform",
         keep_prob=0.9),
@@ -56,7 +57,8 @@ def _model():
             bias_regularizer=kreg.regularizers.L1(1e-3)),
         kreg.layers.Dropout(0.5, seed=2, name="drop"),
         keras.layers.Dense(3, activation="softmax",
-                           kernel_regularizer=kreg.regularizers.L2(1e-3)),
+                           kernel_regularizer=kreg.regularizers.L2(1e-3),
+                           bias_regularizer=kreg.regularizers.l1_l2(l2=1e-3)),
     ])
 
 
@@ -84,11 +86,15 @@ def test_keras_file_loads_in_fresh_process_with_same_predictions_and_rng(
         ones = np.ones((2, 16), "float32")
         masks = [np.asarray(drop(ones, training=True)).tolist() for _ in range(2)]
         print("JSON:" + json.dumps({{"pred": m.predict(x, verbose=0).tolist(),
-                                    "masks": masks, "losses": len(m.losses)}}))
+                                    "masks": masks, "losses": len(m.losses),
+                                    "bias_reg": m.layers[-1].bias_regularizer.get_config()
+                                    | {{"cls": type(m.layers[-1].bias_regularizer).__name__}}
+                                    }}))
     """).result
     np.testing.assert_array_equal(np.array(result["pred"], "float32"), pred)
     assert result["masks"] == next_masks  # RNG state was saved and restored
-    assert result["losses"] == 3
+    assert result["losses"] == 4
+    assert result["bias_reg"] == {"cls": "L1L2", "l1": 0.0, "l2": 1e-3}
 
 
 def test_keras_own_dropout_does_not_restore_rng_but_ours_does(tmp_path):

@@ -12,6 +12,20 @@ _DISTRIBUTIONS = {
 _MODES = ("fan_in", "fan_out", "fan_avg")
 
 
+def _check_shape(shape):
+    expected = "a tuple or list of integers >= 0"
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise v.invalid_type("HeNormal", "shape", expected, shape)
+    dims = tuple(shape)
+    for dim in dims:
+        if isinstance(dim, bool) or not hasattr(dim, "__index__"):
+            raise v.invalid_type("HeNormal", "shape", expected, shape,
+                                 element=dim)
+        if int(dim) < 0:
+            raise v.invalid_value("HeNormal", "shape", expected, shape)
+    return tuple(int(d) for d in dims)
+
+
 @keras.saving.register_keras_serializable(package="kreg")
 class HeNormal(keras.initializers.VarianceScaling):
     """He initialization: `Var[w] = 2 * keep_prob / ((1 + a^2) * n)`.
@@ -36,8 +50,9 @@ class HeNormal(keras.initializers.VarianceScaling):
             inverted dropout in front of the layer.
 
     Call arguments:
-        shape: the shape of the weight tensor.
-        dtype: its dtype, default None (floatx).
+        shape: the shape of the weight tensor, a tuple/list of integers >= 0
+            (a zero size gives an empty tensor, as in Keras).
+        dtype: its dtype, a floating dtype or None (floatx), default None.
 
     Returns:
         A tensor of the given shape.
@@ -80,9 +95,27 @@ class HeNormal(keras.initializers.VarianceScaling):
         self.keep_prob = keep_prob
         self.he_distribution = distribution
 
+    def __call__(self, shape, dtype=None):
+        shape = _check_shape(shape)
+        if dtype is not None:
+            try:
+                name = keras.backend.standardize_dtype(dtype)
+            except (TypeError, ValueError):
+                name = None
+            if name is None or not keras.backend.is_float_dtype(name):
+                raise v.invalid_value("HeNormal", "dtype",
+                                      "None or a floating dtype", dtype)
+        return super().__call__(shape, dtype=dtype)
+
     def variance(self, n):
-        """The target variance `2 keep_prob / ((1 + a^2) n)` for fan size n."""
-        return self.scale / max(1.0, float(n))
+        """The target variance `2 keep_prob / ((1 + a^2) n)` for fan size n.
+
+        `n` is a fan size, a finite number >= 0; below 1 it counts as 1, as
+        Keras's fans do for empty kernels.
+        """
+        n = v.check_float("HeNormal.variance", "n", n, low=0.0,
+                          expected="a fan size, a finite number >= 0")
+        return self.scale / max(1.0, n)
 
     def get_config(self):
         return {

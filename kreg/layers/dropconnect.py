@@ -424,6 +424,8 @@ class DropConnectDense(_DropConnect, keras.layers.Dense):
         mask = v.check_option(owner, "mask", mask, MASKS)
         example_chunk = v.check_int(owner, "example_chunk", example_chunk,
                                     low=1, allow_none=True)
+        # Keras's Dense takes any truthy `use_bias`; a bias switch is a bool.
+        v.check_bool(owner, "use_bias", dense_kwargs.get("use_bias", True))
         super().__init__(units, **dense_kwargs)
         self._init_dropconnect(rate, keep_prob, mask, inference,
                                inference_samples, drop_bias, seed)
@@ -569,6 +571,7 @@ class DropConnectConv2D(_DropConnect, keras.layers.Conv2D):
                 "DropConnectDense)",
                 mask,
             )
+        v.check_bool(owner, "use_bias", conv_kwargs.get("use_bias", True))
         super().__init__(filters, kernel_size, **conv_kwargs)
         self._init_dropconnect(rate, keep_prob, mask, inference,
                                inference_samples, drop_bias, seed)

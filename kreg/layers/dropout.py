@@ -1,6 +1,7 @@
 """Dropout with inverted or vanilla (test-time) scaling."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from kreg import _validation as v
@@ -28,11 +29,65 @@ def validate_noise_shape(owner, noise_shape):
             out.append(None)
             continue
         if isinstance(dim, bool) or not hasattr(dim, "__index__"):
-            raise v.invalid_type(owner, "noise_shape", expected, noise_shape)
+            raise v.invalid_type(owner, "noise_shape", expected, noise_shape,
+                                 element=dim)
         if int(dim) <= 0:
             raise v.invalid_value(owner, "noise_shape", expected, noise_shape)
         out.append(int(dim))
     return tuple(out)
+
+
+_SCALABLE = (
+    "a floating-point tensor (dropout scales its input by 1/keep_prob while "
+    "training, and by keep_prob at inference with scaling='test_time'; an "
+    "integer tensor cannot hold that)"
+)
+
+
+def validate_call(layer, inputs, training, ctx):
+    """Check `call`'s arguments in kreg's wording before anything is drawn.
+
+    `inputs` must be a tensor; a floating one wherever the layer scales it
+    (drawing a mask, or `scaling="test_time"` at inference). `training` is
+    None, a bool (0/1 too, as old Keras code passes) or a scalar tensor.
+    When a mask is drawn, `noise_shape` must have the rank of `inputs` and
+    each fixed size must be 1 or the input's size: Keras's `dropout` would
+    otherwise broadcast the output to another shape without an error. The
+    batch size is not compared while Monte Carlo sampling (the batch is then
+    the tiled samples).
+    """
+    owner = type(layer).__name__
+    if not (hasattr(inputs, "dtype") and hasattr(inputs, "shape")):
+        raise v.invalid_type(owner, "inputs", "a tensor", inputs)
+    if not (training is None or isinstance(training, (bool, np.bool_))
+            or (isinstance(training, int) and training in (0, 1))
+            or (hasattr(training, "dtype") and tuple(training.shape) == ())):
+        raise v.invalid_type(
+            owner, "training", "None, a bool or a scalar boolean tensor", training)
+    if layer.rate == 0.0:
+        return
+    # A tensor `training` may take either branch: check as if it draws.
+    draws = ctx is not None or hasattr(training, "dtype") or bool(training)
+    if draws or layer.scaling == "test_time":
+        v.check_float_tensor(owner, "inputs", inputs, _SCALABLE)
+    if draws and layer.noise_shape is not None:
+        check_noise_shape_fits(owner, layer.noise_shape, tuple(inputs.shape),
+                               skip_batch=ctx is not None)
+
+
+def check_noise_shape_fits(owner, noise_shape, input_shape, skip_batch=False):
+    """Refuse a `noise_shape` that does not broadcast to `input_shape`."""
+    fits = len(noise_shape) == len(input_shape) and all(
+        d is None or d == 1 or n is None or d == n
+        for i, (d, n) in enumerate(zip(noise_shape, input_shape))
+        if not (skip_batch and i == 0)
+    )
+    if not fits:
+        raise ValueError(v.error_message(
+            owner, "noise_shape",
+            f"a shape of the inputs' rank {len(input_shape)} whose fixed sizes "
+            f"are 1 or the inputs' sizes {input_shape}", noise_shape,
+            received=f"noise_shape={noise_shape} for inputs of shape {input_shape}"))
 
 
 def concrete_noise_shape(noise_shape, inputs):
@@ -58,21 +113,33 @@ class Dropout(StochasticLayer):
     saved with the model, so training resumed from a saved model draws the
     same masks the original would have.
 
+    The positional order is Keras's, `Dropout(rate, noise_shape, seed)`, so
+    `kreg.layers.Dropout(0.2, (None, 1, 8), 3)` means what it means for
+    `keras.layers.Dropout`; kreg's own arguments (`keep_prob`, `scaling`) are
+    keyword-only.
+
     Args:
         rate: float in [0, 1), default 0.5. The probability of dropping a
             unit. Mutually exclusive with `keep_prob`.
-        keep_prob: float in (0, 1] or None, default None. The textbook's p,
-            the probability of keeping a unit; `rate = 1 - keep_prob`.
-        scaling: `"inverted"` (default) or `"test_time"`.
         noise_shape: tuple of ints or None, default None. The shape of the
             mask, broadcast against the input; `None` entries take the input's
             size, e.g. `(None, 1, C)` keeps or drops whole channels across
             time steps.
         seed: int or None, default None. Seed of the layer's random stream.
+        keep_prob: float in (0, 1] or None, default None, keyword-only. The
+            textbook's p, the probability of keeping a unit;
+            `rate = 1 - keep_prob`.
+        scaling: `"inverted"` (default) or `"test_time"`, keyword-only.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
-        inputs: a tensor of any rank.
+        inputs: a tensor of any rank. A floating-point tensor wherever the
+            layer scales it: while training or sampling, and at inference
+            with `scaling="test_time"`. An integer or bool tensor there is an
+            `ArgumentTypeError` (a scaled integer cannot hold `x / keep_prob`
+            or `keep_prob * x`; Keras also refuses it while training). Where
+            the layer is the identity (inference with inverted scaling,
+            `rate=0`) any dtype passes through unchanged, as in Keras.
         training: bool, default None (False). Whether to drop units.
 
     Returns:
@@ -96,8 +163,8 @@ class Dropout(StochasticLayer):
         from Overfitting", JMLR 15, 2014, sections 2-4 and 10.
     """
 
-    def __init__(self, rate=DEFAULT_RATE, *, keep_prob=None, scaling="inverted",
-                 noise_shape=None, seed=None, **kwargs):
+    def __init__(self, rate=DEFAULT_RATE, noise_shape=None, seed=None, *,
+                 keep_prob=None, scaling="inverted", **kwargs):
         super().__init__(**kwargs)
         self._init_stochastic(rate, keep_prob, seed)
         self.scaling = v.check_option("Dropout", "scaling", scaling, SCALINGS)
@@ -107,9 +174,10 @@ class Dropout(StochasticLayer):
 
     # ------------------------------------------------------------------
     def call(self, inputs, training=None):
+        ctx = current_sampling()
+        validate_call(self, inputs, training, ctx)
         if self.rate == 0.0:
             return inputs
-        ctx = current_sampling()
         if ctx is not None:
             return self._sample(inputs, ctx)
         if training:

@@ -1,5 +1,7 @@
 """L1, L2 and elastic-net kernel penalties, and helpers to apply and read them."""
 
+import inspect
+
 import keras
 from keras import ops
 
@@ -11,19 +13,33 @@ def _coef(owner, name, value):
                          expected="a finite float >= 0")
 
 
+def _weights(owner, x):
+    """Validate the weight tensor a penalty is called on.
+
+    An integer kernel would turn the coefficient into 0 (Keras casts it to the
+    weight's dtype) and give a zero penalty without a word, so it is refused.
+    """
+    v.check_float_tensor(f"{owner}.__call__", "x", x,
+                         "a floating-point weight tensor")
+    return x
+
+
 @keras.saving.register_keras_serializable(package="kreg")
 class L1(keras.regularizers.Regularizer):
     """L1 (lasso) penalty: `l1 * sum(|w|)`.
 
-    Numerically identical to `keras.regularizers.L1` for the same argument.
-    Drives weights towards zero; plain (sub)gradient training reaches "near
+    Numerically identical to `keras.regularizers.L1` for the same argument;
+    `kreg.regularizers.l1` is an alias, as `keras.regularizers.l1` is. Drives
+    weights towards zero; plain (sub)gradient training reaches "near
     zero", exact zeros need a proximal step (see REFERENCES.md).
 
     Args:
         l1: float >= 0, default 0.01. The penalty coefficient.
 
     Call arguments:
-        x: the weight tensor.
+        x: the weight tensor (a floating dtype; an integer tensor is an
+            `ArgumentTypeError`, where Keras would cast the coefficient to
+            an integer and return 0).
 
     Returns:
         A scalar tensor, the penalty.
@@ -42,6 +58,7 @@ class L1(keras.regularizers.Regularizer):
         self.l1 = _coef("L1", "l1", l1)
 
     def __call__(self, x):
+        x = _weights("L1", x)
         return ops.cast(self.l1, dtype=x.dtype) * ops.sum(ops.absolute(x))
 
     def get_config(self):
@@ -52,7 +69,8 @@ class L1(keras.regularizers.Regularizer):
 class L2(keras.regularizers.Regularizer):
     """L2 (ridge, weight decay) penalty: `l2 * sum(w ** 2)`.
 
-    Numerically identical to `keras.regularizers.L2`; its gradient is
+    Numerically identical to `keras.regularizers.L2` (alias
+    `kreg.regularizers.l2`, as in Keras); its gradient is
     `2 * l2 * w`. With Adam this is *not* decoupled weight decay (use the
     optimizer's `weight_decay` for that, Loshchilov & Hutter 2019).
 
@@ -60,7 +78,9 @@ class L2(keras.regularizers.Regularizer):
         l2: float >= 0, default 0.01. The penalty coefficient.
 
     Call arguments:
-        x: the weight tensor.
+        x: the weight tensor (a floating dtype; an integer tensor is an
+            `ArgumentTypeError`, where Keras would cast the coefficient to
+            an integer and return 0).
 
     Returns:
         A scalar tensor, the penalty.
@@ -79,6 +99,7 @@ class L2(keras.regularizers.Regularizer):
         self.l2 = _coef("L2", "l2", l2)
 
     def __call__(self, x):
+        x = _weights("L2", x)
         return ops.cast(self.l2, dtype=x.dtype) * ops.sum(ops.square(x))
 
     def get_config(self):
@@ -93,12 +114,20 @@ class ElasticNet(keras.regularizers.Regularizer):
     `keras.regularizers.L1L2(l1, l2)`. `ElasticNet.from_ratio(alpha,
     l1_ratio)` takes scikit-learn's parameterization.
 
+    Its defaults (0.01 and 0.01) are not Keras's: `keras.regularizers.L1L2()`
+    defaults to 0 and 0, a zero penalty. The drop-in for Keras's class is
+    `kreg.regularizers.L1L2` (alias `l1_l2`, as in Keras), a subclass with
+    Keras's defaults, so `kreg.regularizers.l1_l2()` gives Keras's numbers;
+    `ElasticNet()`, named for the penalty, penalizes by default.
+
     Args:
         l1: float >= 0, default 0.01. The L1 coefficient.
         l2: float >= 0, default 0.01. The L2 coefficient.
 
     Call arguments:
-        x: the weight tensor.
+        x: the weight tensor (a floating dtype; an integer tensor is an
+            `ArgumentTypeError`, where Keras would cast the coefficient to
+            an integer and return 0).
 
     Returns:
         A scalar tensor, the penalty.
@@ -118,8 +147,9 @@ class ElasticNet(keras.regularizers.Regularizer):
     """
 
     def __init__(self, l1=0.01, l2=0.01):
-        self.l1 = _coef("ElasticNet", "l1", l1)
-        self.l2 = _coef("ElasticNet", "l2", l2)
+        owner = type(self).__name__
+        self.l1 = _coef(owner, "l1", l1)
+        self.l2 = _coef(owner, "l2", l2)
 
     @classmethod
     def from_ratio(cls, alpha, l1_ratio=0.5):
@@ -137,12 +167,13 @@ class ElasticNet(keras.regularizers.Regularizer):
         Returns:
             An `ElasticNet`.
         """
-        alpha = _coef("ElasticNet.from_ratio", "alpha", alpha)
-        l1_ratio = v.check_float("ElasticNet.from_ratio", "l1_ratio", l1_ratio,
-                                 low=0.0, high=1.0)
+        owner = f"{cls.__name__}.from_ratio"
+        alpha = _coef(owner, "alpha", alpha)
+        l1_ratio = v.check_float(owner, "l1_ratio", l1_ratio, low=0.0, high=1.0)
         return cls(l1=alpha * l1_ratio, l2=alpha * (1.0 - l1_ratio) / 2.0)
 
     def __call__(self, x):
+        x = _weights(type(self).__name__, x)
         regularization = ops.convert_to_tensor(0.0, dtype=x.dtype)
         if self.l1 != 0.0:
             regularization += ops.cast(self.l1, dtype=x.dtype) * ops.sum(
@@ -156,20 +187,140 @@ class ElasticNet(keras.regularizers.Regularizer):
         return {"l1": self.l1, "l2": self.l2}
 
 
+@keras.saving.register_keras_serializable(package="kreg")
+class L1L2(ElasticNet):
+    """Keras's `L1L2` with Keras's defaults: `l1 * sum(|w|) + l2 * sum(w ** 2)`.
+
+    The drop-in for `keras.regularizers.L1L2` (alias `l1_l2`): the same
+    penalty as `ElasticNet`, with Keras's defaults `l1=0.0, l2=0.0`, so
+    `kreg.regularizers.l1_l2()` is the zero penalty Keras's `l1_l2()` is and
+    `l1_l2(l1=1e-5, l2=1e-4)` gives Keras's numbers. `ElasticNet` keeps its
+    own defaults (0.01 and 0.01).
+
+    Args:
+        l1: float >= 0, default 0.0. The L1 coefficient.
+        l2: float >= 0, default 0.0. The L2 coefficient.
+
+    Call arguments:
+        x: the weight tensor (a floating dtype).
+
+    Returns:
+        A scalar tensor, the penalty.
+
+    Example:
+
+    >>> import numpy as np, kreg
+    >>> kreg.regularizers.l1_l2().get_config()
+    {'l1': 0.0, 'l2': 0.0}
+    >>> reg = kreg.regularizers.l1_l2(l1=0.1, l2=0.1)
+    >>> round(float(reg(np.array([[1.0, -2.0]], "float32"))), 6)
+    0.8
+
+    References:
+        Zou & Hastie, "Regularization and variable selection via the elastic
+        net", JRSS B 67, 2005, section 2.
+    """
+
+    def __init__(self, l1=0.0, l2=0.0):
+        super().__init__(l1=l1, l2=l2)
+
+
+# Keras's aliases (in Keras 3 they are the classes themselves).
+l1 = L1
+l2 = L2
+l1_l2 = L1L2
+
+# Names `get` resolves to kreg's classes (case-insensitive). Keras's own
+# names ("l1", "l2", "l1l2" and the class names) give kreg's drop-ins with
+# Keras's defaults.
 _SHORT_NAMES = {
-    "l1": L1, "l2": L2, "elastic_net": ElasticNet, "elasticnet": ElasticNet,
-    "l1_l2": ElasticNet,
+    "l1": L1, "l2": L2, "l1l2": L1L2, "l1_l2": L1L2,
+    "elastic_net": ElasticNet, "elasticnet": ElasticNet,
 }
+
+# Keras's own `get`, held here: kreg's `get` stands in for it, and a test
+# harness that puts kreg's in its place must not make this call itself.
+_keras_get = keras.regularizers.get
+
+# Callable Keras objects that are not regularizers: accepting one would make
+# the "penalty" a layer's output or an initializer's draw.
+_NOT_REGULARIZERS = (
+    keras.layers.Layer, keras.callbacks.Callback, keras.initializers.Initializer,
+    keras.losses.Loss, keras.metrics.Metric, keras.optimizers.Optimizer,
+    keras.constraints.Constraint,
+)
+_EXPECTED = ("a regularizer instance or class, a callable, a config dict, "
+             "a registered name such as 'kreg>ElasticNet', or one of "
+             + ", ".join(repr(n) for n in sorted(_SHORT_NAMES)))
+
+
+def _describe(obj):
+    if inspect.isclass(obj):
+        return f"the class {obj.__module__}.{obj.__qualname__}"
+    return f"a {type(obj).__name__} ({type(obj).__module__})"
+
+
+def resolve(identifier, owner="kreg.regularizers.get", name="identifier"):
+    """`get` for an argument `name` of `owner` (the name in kreg's errors)."""
+    if identifier is None:
+        return None
+    if isinstance(identifier, dict):
+        obj = _from_config(identifier, owner, name)
+    elif isinstance(identifier, str):
+        obj = _from_name(identifier, owner, name)
+    else:
+        obj = identifier
+    if inspect.isclass(obj):
+        if not issubclass(obj, keras.regularizers.Regularizer):
+            raise v.ArgumentTypeError(v.error_message(
+                owner, name, "a regularizer (a keras.regularizers.Regularizer "
+                f"subclass); got {_describe(obj)}", identifier))
+        obj = obj()  # as Keras's `get` does with a class
+    if isinstance(obj, _NOT_REGULARIZERS) or not callable(obj):
+        raise v.ArgumentTypeError(v.error_message(
+            owner, name, f"{_EXPECTED}; got {_describe(obj)}, which is not a "
+            "regularizer", identifier))
+    return obj
+
+
+def _from_config(config, owner, name):
+    if "class_name" not in config:
+        raise v.invalid_value(
+            owner, name, "a config dict with a 'class_name' key (Keras's "
+            "serialized form, e.g. {'class_name': 'kreg>L2', 'config': "
+            "{'l2': 0.01}})", config)
+    try:
+        return keras.regularizers.deserialize(config)
+    except (TypeError, ValueError) as err:
+        raise v.invalid_value(
+            owner, name, f"a config dict Keras can deserialize into a "
+            f"regularizer (it said: {err})", config) from err
+
+
+def _from_name(identifier, owner, name):
+    if identifier.lower() in _SHORT_NAMES:
+        return _SHORT_NAMES[identifier.lower()]
+    registered = keras.saving.get_registered_object(identifier)
+    if registered is not None:
+        return registered  # checked by the caller: a Regularizer class only
+    try:
+        return _keras_get(identifier)
+    except ValueError:
+        raise v.invalid_value(owner, name, _EXPECTED, identifier) from None
 
 
 def get(identifier):
-    """Resolve a regularizer from an instance, a config dict or a name.
+    """Resolve a regularizer from an instance, a class, a config dict or a name.
 
-    Accepts `None`, any callable regularizer instance, a config dict (Keras's
-    serialized form or `{"class_name": "kreg>L2", "config": {...}}`), a
-    registered name such as `"kreg>ElasticNet"` (which Keras's own
-    `keras.regularizers.get` cannot resolve), a kreg short name (`"l1"`,
-    `"l2"`, `"elastic_net"`) and any name Keras's `get` resolves.
+    Accepts what Keras's `keras.regularizers.get` accepts, with the same
+    results (`None`; a regularizer instance or any callable, returned as is;
+    a regularizer *class*, instantiated with its defaults; a config dict; a
+    name), plus a registered name such as `"kreg>ElasticNet"` (which Keras's
+    own `get` cannot resolve) and the short names `"l1"`, `"l2"`, `"l1l2"`,
+    `"l1_l2"` (kreg's drop-ins with Keras's defaults) and `"elastic_net"`.
+    Names are case-insensitive. Anything that is not a regularizer (a layer,
+    a callback, an initializer, ...: for example `"kreg>Dropout"`), an
+    unknown name and a dict without `'class_name'` are errors.
 
     Args:
         identifier: the thing to resolve.
@@ -184,31 +335,10 @@ def get(identifier):
     {'l1': 0.01, 'l2': 0.01}
     >>> type(kreg.regularizers.get("l2")).__name__
     'L2'
+    >>> kreg.regularizers.get(kreg.regularizers.L2).get_config()
+    {'l2': 0.01}
     """
-    if identifier is None:
-        return None
-    if isinstance(identifier, dict):
-        return keras.saving.deserialize_keras_object(identifier)
-    if isinstance(identifier, str):
-        if identifier.lower() in _SHORT_NAMES:
-            return _SHORT_NAMES[identifier.lower()]()
-        cls = keras.saving.get_registered_object(identifier)
-        if cls is not None:
-            return cls()
-        try:
-            return keras.regularizers.get(identifier)
-        except ValueError:
-            accepted = ", ".join(repr(n) for n in sorted(_SHORT_NAMES))
-            raise v.invalid_value(
-                "kreg.regularizers.get", "identifier",
-                f"a regularizer instance, a config dict, a registered name "
-                f"such as 'kreg>ElasticNet', or one of {accepted}",
-                identifier) from None
-    if callable(identifier):
-        return identifier
-    raise v.invalid_type(
-        "kreg.regularizers.get", "identifier",
-        "a regularizer instance, a config dict or a name", identifier)
+    return resolve(identifier)
 
 
 def _layers_with_weights(model):
@@ -216,6 +346,15 @@ def _layers_with_weights(model):
         if getattr(layer, "kernel", None) is not None or \
                 getattr(layer, "bias", None) is not None:
             yield layer
+
+
+def _check_built_model(owner, model):
+    if not isinstance(model, keras.layers.Layer):
+        raise v.invalid_type(owner, "model", "a Keras model or layer", model)
+    if not model.built:
+        raise v.invalid_value(owner, "model",
+                              "a built model (call it or build it first)",
+                              model)
 
 
 def apply(model, kernel=None, bias=None):
@@ -229,12 +368,13 @@ def apply(model, kernel=None, bias=None):
 
     Args:
         model: a built Keras model.
-        kernel: regularizer (or identifier for `get`) for kernels, default
-            None (leave kernels as they are).
+        kernel: regularizer (or identifier for `get`, a class included) for
+            kernels, default None (leave kernels as they are).
         bias: regularizer (or identifier) for biases, default None.
 
     Returns:
-        The list of layers that were changed.
+        The list of layers that were changed. Asking for a penalty that no
+        layer of the model can take (no kernel, or no bias) is a ValueError.
 
     Example:
 
@@ -246,15 +386,9 @@ def apply(model, kernel=None, bias=None):
     >>> len(model.losses)
     1
     """
-    if not isinstance(model, keras.layers.Layer):
-        raise v.invalid_type("kreg.regularizers.apply", "model",
-                             "a Keras model or layer", model)
-    if not model.built:
-        raise v.invalid_value("kreg.regularizers.apply", "model",
-                              "a built model (call it or build it first)",
-                              model)
-    kernel = get(kernel)
-    bias = get(bias)
+    _check_built_model("kreg.regularizers.apply", model)
+    kernel = resolve(kernel, "kreg.regularizers.apply", "kernel")
+    bias = resolve(bias, "kreg.regularizers.apply", "bias")
     changed = []
     for layer in _layers_with_weights(model):
         touched = False
@@ -268,6 +402,12 @@ def apply(model, kernel=None, bias=None):
             touched = True
         if touched:
             changed.append(layer)
+    if not changed and (kernel is not None or bias is not None):
+        what = "kernel" if kernel is not None else "bias"
+        raise v.invalid_value(
+            "kreg.regularizers.apply", "model",
+            f"a model with at least one layer that has a {what} (Dense, Conv, "
+            f"DropConnect, ...) to put the penalty on", model)
     for attr in ("train_function", "test_function", "predict_function"):
         if getattr(model, attr, None) is not None:
             setattr(model, attr, None)
@@ -294,6 +434,7 @@ def penalty(model):
     >>> kreg.regularizers.penalty(model)
     (1.0, {'d': 1.0})
     """
+    _check_built_model("kreg.regularizers.penalty", model)
     per_layer = {}
     for layer in model._flatten_layers(include_self=True, recursive=True):
         value = 0.0

@@ -27,14 +27,15 @@ def check_pair(owner, name, value, allow_none=False):
         if value is None:
             return None
         expected += ", or None"
+    pair = value
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        value = (value, value)
-    if not isinstance(value, (tuple, list)) or len(value) != 2 or any(
-            isinstance(d, bool) or not isinstance(d, numbers.Integral) for d in value):
+        pair = (value, value)
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or any(
+            isinstance(d, bool) or not isinstance(d, numbers.Integral) for d in pair):
         raise v.invalid_type(owner, name, expected, value)
-    if any(d < 1 for d in value):
+    if any(d < 1 for d in pair):
         raise v.invalid_value(owner, name, expected, value)
-    return tuple(int(d) for d in value)
+    return tuple(int(d) for d in pair)
 
 
 def _positive_part(value):

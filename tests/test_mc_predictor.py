@@ -130,9 +130,9 @@ def test_seeded_runs_reproducible_and_unseeded_fresh(bn_model):
 def test_samples_one_equals_one_stochastic_pass_of_the_model(bn_model):
     pred = kreg.MCPredictor(bn_model, samples=1, seed=4)
     got = pred.predict(X, verbose=0, return_samples=True).samples[0]
-    dtype = pred._seed_dtype()
+    dtype = pred.seed_dtype
     ctx = SamplingContext(ops.convert_to_tensor(np.array([4, 0]), dtype=dtype),
-                          layer_index=pred._layer_index)
+                          layer_index=pred.layer_index)
     with sampling_scope(ctx):
         manual = _np(bn_model(X, training=False))
     np.testing.assert_allclose(got, manual, rtol=1e-5, atol=1e-6)
@@ -156,12 +156,13 @@ def _functional_with_skip():
 def test_prefix_computed_once_matches_full_model_sampling():
     model = _functional_with_skip()
     pred = kreg.MCPredictor(model, samples=7, seed=9)
-    assert [layer.name for layer in pred._split.prefix_layers] == ["pre1", "pre2"]
+    assert [layer.name for layer in pred.split.prefix_layers] == ["pre1", "pre2"]
     x = np.random.default_rng(1).normal(size=(9, 5)).astype("float32")
-    got = pred.predict(x, verbose=0, return_samples=True).samples
+    # One chunk of exactly 9 rows (batch_size=9: no padding to 16 rows).
+    got = pred.predict(x, batch_size=9, verbose=0, return_samples=True).samples
     ctx = SamplingContext(ops.convert_to_tensor(np.array([9, 0]),
-                                                dtype=pred._seed_dtype()),
-                          tiles=7, layer_index=pred._layer_index)
+                                                dtype=pred.seed_dtype),
+                          tiles=7, layer_index=pred.layer_index)
     with sampling_scope(ctx):
         full = _np(model(np.tile(x, (7, 1)), training=False)).reshape(7, 9, 2)
     np.testing.assert_allclose(got, full, rtol=1e-5, atol=1e-6)
@@ -181,7 +182,7 @@ def test_subclassed_model_is_sampled_without_split():
     net = Net()
     net(X)
     pred = kreg.MCPredictor(net, samples=30, seed=0)
-    assert pred._split.prefix is None
+    assert pred.split.prefix is None
     out = pred.predict(X, verbose=0)
     assert out.task == "regression"
     assert np.all(out.std > 0)
@@ -381,3 +382,72 @@ def test_dropconnect_masks_independent_across_samples(mask):
     se = 0.5 / math.sqrt(flat.shape[1])
     assert agree.max() < 0.5 + 5 * se
     assert abs(masks.mean() - 0.5) < 5 * 0.5 / math.sqrt(masks.size)
+
+
+# -- inputs, compiled functions and seeds (issue 17) ---------------------------
+def test_python_list_of_rows_is_accepted_like_model_predict(bn_model):
+    p = kreg.MCPredictor(bn_model, samples=4, seed=1)
+    a = p.predict(X, verbose=0, return_samples=True)
+    b = p.predict(X.tolist(), verbose=0, return_samples=True)
+    np.testing.assert_array_equal(a.samples, b.samples)
+
+
+def test_input_sizes_reuse_a_few_compiled_functions(monkeypatch, caplog):
+    # Chunks are padded to a power of two (or batch_size): 13 input sizes
+    # with max_batch=64 compile at most two functions per padded size, and a
+    # second round of sizes compiles nothing new.
+    from kreg.mc import predictor as mod
+
+    traces = []
+    original = mod.sample_outputs
+
+    def counting(*args, **kwargs):
+        traces.append(args[3])  # tiles
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(mod, "sample_outputs", counting)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4),
+                              kreg.layers.Dropout(0.5), keras.layers.Dense(2)])
+    p = kreg.MCPredictor(model, samples=10, seed=0, max_batch=64)
+    sizes = [1, 2, 3, 5, 7, 9, 13, 17, 23, 31, 40, 50, 63]
+    rng = np.random.default_rng(0)
+    for n in sizes:
+        out = p.predict(rng.normal(size=(n, 3)).astype("float32"), verbose=0,
+                        return_samples=True)
+        assert out.samples.shape == (10, n, 2)
+    samplers = [k for k in p._cache if k[0] == "sampler"]
+    # Padded sizes 1..64 (7 buckets), each with one full and one remainder
+    # tiles count at most; in practice fewer, as tiles coincide.
+    assert len(samplers) <= 10
+    if keras.backend.backend() != "torch":  # torch runs eagerly: no traces
+        first = len(traces)
+        assert first <= 12
+        for n in [4, 6, 11, 19, 29, 33, 47, 55, 64]:
+            p.predict(rng.normal(size=(n, 3)).astype("float32"), verbose=0)
+        assert len(traces) == first
+    assert "retracing" not in caplog.text
+
+
+def test_seeds_differing_by_2_to_the_24_give_different_samples(bn_model):
+    def run(seed):
+        return kreg.MCPredictor(bn_model, samples=3, seed=seed).predict(
+            X, verbose=0, return_samples=True).samples
+
+    base = run(5)
+    for other in (5 + 2**24, 5 + 2**28, 5 + 2**31):
+        assert np.abs(run(other) - base).max() > 1e-3
+    np.testing.assert_array_equal(run(5), base)
+    with pytest.raises(ValueError, match=r"`seed` of MCPredictor: expected an integer in "
+                       r"\[0, 4294967295\] or None. Received: seed=4294967296"):
+        kreg.MCPredictor(bn_model, seed=2**32)
+
+
+def test_seed_words_are_one_to_one():
+    from kreg.mc.predictor import seed_words
+
+    seeds = [0, 1, 2**24 - 1, 2**24, 2**24 + 1, 2**31, 2**32 - 1]
+    words = {seed_words(s, c) for s in seeds for c in (0, 1, 2**20 - 1)}
+    assert len(words) == len(seeds) * 3
+    assert all(0 <= b < 2**24 and 0 <= h < 2**28 for b, h in words)
+    assert seed_words(7) == (7, 0)

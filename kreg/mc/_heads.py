@@ -47,8 +47,7 @@ def output_tensors(model):
         return None
     flat, structure = known
     if isinstance(structure, dict):  # predict returns this dict: its keys
-        names = ["/".join(str(p) for p in path)
-                 for path, _ in keras.tree.flatten_with_path(structure)]
+        names = output_names(structure, len(flat))
     else:
         names = list(getattr(model, "output_names", None) or [])
     if len(names) != len(flat):
@@ -200,9 +199,17 @@ def model_heads(owner, model, task, from_logits):
     return resolve(owner, model, names, tasks, logits, layers, units), structure
 
 
-def late_heads(owner, model, task, from_logits, outputs):
+def output_names(structure, count):
+    """The names of a structure's outputs: dict keys (paths), else `output_k`."""
+    if isinstance(structure, dict):
+        return ["/".join(str(p) for p in path)
+                for path, _ in keras.tree.flatten_with_path(structure)]
+    return [f"output_{k}" for k in range(count)]
+
+
+def late_heads(owner, model, task, from_logits, outputs, structure=None):
     """Heads of a subclassed model, from its first (flat) outputs."""
-    names = [f"output_{k}" for k in range(len(outputs))] if len(outputs) > 1 else ["output_0"]
+    names = output_names(structure, len(outputs))
     if len(outputs) > 1 and (task == "auto" or isinstance(task, str) and task == "auto"):
         raise v.invalid_value(
             owner, "task",

@@ -176,6 +176,10 @@ def _flat(owner, model, x, specs):
             return [_leaf(owner, "x", list(x))]  # a list of rows
         if count is None and not (arrays and len(x) > 0):
             return [_leaf(owner, "x", list(x))]
+        if specs is not None and isinstance(specs[2], dict):
+            raise v.invalid_value(
+                owner, "x", f"a dict keyed by the model's input names {specs[0]} "
+                "(the model takes a dict)", Shown(f"a {type(x).__name__} of {len(x)} items"))
         if count is not None and len(x) != count:
             raise v.invalid_value(
                 owner, "x",

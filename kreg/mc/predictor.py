@@ -276,7 +276,8 @@ class MCPredictor:
     def _ensure_heads(self, outputs):
         if self.heads is None:
             self.heads = _heads.late_heads("MCPredictor", self.model, self.task,
-                                           self.from_logits, outputs)
+                                           self.from_logits, outputs,
+                                           self._cache.get("out_structure"))
 
     @property
     def _out_structure(self):
@@ -380,6 +381,8 @@ class MCPredictor:
             if self.split.prefix is None and "in_template" not in self._cache:
                 self._cache["in_template"] = template
             n = len(xs[0])
+            if self.heads is None:
+                self._first_call(xs)
             padded = _bucket(n, rows)
             tensors = [ops.convert_to_tensor(_pad(a, padded)) for a in xs]
             frontier = self._prefix()(tensors) if self.split.prefix is not None else tensors
@@ -424,6 +427,15 @@ class MCPredictor:
         for head, s in zip(self.heads, samples):
             self._check_probabilities(owner, head, s)
         return samples, det, ys_all
+
+    def _first_call(self, xs):
+        """A subclassed model's outputs (structure, heads), from one row, eagerly."""
+        one = [ops.convert_to_tensor(a[:1]) for a in xs]
+        template = self._cache.get("in_template")
+        arg = one[0] if template is None else keras.tree.pack_sequence_as(template, one)
+        out = self.model(arg, training=False)
+        self._cache["out_structure"] = keras.tree.map_structure(lambda _: None, out)
+        self._ensure_heads(keras.tree.flatten(out))
 
     def _check_probabilities(self, owner, head, s):
         """A classification output must hold probabilities (else: logits?)."""

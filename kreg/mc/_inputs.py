@@ -117,7 +117,8 @@ def input_specs(model):
     inputs, structure = known
     names = [getattr(t, "name", None) for t in inputs]
     shapes = [tuple(t.shape) for t in inputs]
-    return names, shapes, structure
+    dtypes = [getattr(t, "dtype", None) for t in inputs]
+    return names, shapes, structure, dtypes
 
 
 def _is_tf_dataset(x):
@@ -222,6 +223,15 @@ def check_inputs(owner, model, xs):
     return n
 
 
+def _as_declared(model, xs):
+    """Cast each input to the dtype its Input declares, as model.predict does."""
+    specs = input_specs(model)
+    if specs is None:
+        return xs
+    return [a if dt is None or a.dtype == dt else a.astype(dt)
+            for a, dt in zip(xs, specs[3])]
+
+
 def batches(owner, model, x, rows, *, want_y):
     """Yield `(xs, ys, template)` chunks of at most `rows` rows.
 
@@ -237,6 +247,7 @@ def batches(owner, model, x, rows, *, want_y):
         return
     xs, template = _structure(owner, model, x)
     n = check_inputs(owner, model, xs)
+    xs = _as_declared(model, xs)
     for start in range(0, n, rows):
         yield [a[start:start + rows] for a in xs], None, template
 
@@ -261,6 +272,7 @@ def _stream(owner, model, data, rows, want_y):
                                   describe(element))
         xs, template = _structure(owner, model, bx)
         n = check_inputs(owner, model, xs)
+        xs = _as_declared(model, xs)
         seen += n
         for start in range(0, n, rows):
             ys = None if not want_y else keras.tree.map_structure(

@@ -29,6 +29,9 @@ import numpy as np
 from scipy.special import xlogy
 
 from kreg import _validation as v
+from kreg.mc._inputs import Shown as _Shown
+from kreg.mc._inputs import check_indices
+from kreg.mc._inputs import numeric_array
 from kreg.mc.metrics import categorical_entropy
 from kreg.mc.prediction import MCPrediction
 
@@ -47,29 +50,6 @@ _EXPECTED_PRED = (
     "a kreg.MCPrediction of a classifier, or an array of probabilities of "
     "shape (T, N, C) (softmax) or (T, N, 1) (sigmoid)"
 )
-
-
-class _Shown:
-    """Shows a short description, unquoted, in an error message."""
-
-    def __init__(self, text):
-        self.text = text
-
-    def __repr__(self):
-        return self.text
-
-
-def _numeric_array(owner, name, value, expected, kinds):
-    """`value` as a NumPy array of one of the dtype `kinds`, else kreg's TypeError."""
-    if isinstance(value, (str, bytes)) or value is None:
-        raise v.invalid_type(owner, name, expected, value)
-    try:
-        arr = np.asarray(value)
-    except (TypeError, ValueError):
-        raise v.invalid_type(owner, name, expected, value) from None
-    if arr.dtype.kind not in kinds:
-        raise v.invalid_type(owner, name, expected, _short(arr))
-    return arr
 
 
 def _short(value):
@@ -100,8 +80,23 @@ def _probabilities(owner, probs, value):
     return probs / total
 
 
+def _check_not_a_structure(pred, owner):
+    """A multi-output model's predictions: name the outputs to choose from."""
+    if isinstance(pred, dict) and any(isinstance(p, MCPrediction) for p in pred.values()):
+        names = ", ".join(f"pred[{k!r}]" for k in pred)
+    elif isinstance(pred, (list, tuple)) and any(isinstance(p, MCPrediction) for p in pred):
+        names = ", ".join(f"pred[{k}]" for k in range(len(pred)))
+    else:
+        return
+    raise v.invalid_type(
+        owner, "pred", "the MCPrediction of one output; this is the prediction of "
+        f"a model with several outputs: pass one of {names}",
+        _Shown(f"a {type(pred).__name__} of {len(pred)} MCPredictions"))
+
+
 def _as_prediction(pred, owner):
     """An `MCPrediction` (task "classification") for `pred`."""
+    _check_not_a_structure(pred, owner)
     if isinstance(pred, MCPrediction):
         if pred.task != "classification":
             raise v.invalid_value(
@@ -111,7 +106,7 @@ def _as_prediction(pred, owner):
         return pred
     if isinstance(pred, dict):
         raise v.invalid_type(owner, "pred", _EXPECTED_PRED, pred)
-    arr = _numeric_array(owner, "pred", pred, _EXPECTED_PRED, "fiu")
+    arr = numeric_array(owner, "pred", pred, _EXPECTED_PRED, "fiu")
     arr = arr.astype("float64")
     if arr.ndim != 3 or arr.size == 0:
         raise _bad_pred(owner, arr, "got another shape; a deterministic (N, C) "
@@ -123,6 +118,7 @@ def _as_prediction(pred, owner):
 
 def _joint_probs(pred, owner, joint):
     """Joint per-sample probabilities (T, N, C) float64, and the prediction."""
+    _check_not_a_structure(pred, owner)
     if joint is not None and not isinstance(joint, bool):
         raise v.invalid_type(owner, "joint", "None or a bool", joint)
     if isinstance(pred, MCPrediction):
@@ -286,7 +282,7 @@ def top_k(scores, k):
     """
     owner = "top_k"
     expected = "a 1-D array of numbers without NaN"
-    arr = _numeric_array(owner, "scores", scores, expected, "fiub")
+    arr = numeric_array(owner, "scores", scores, expected, "fiub")
     if arr.ndim != 1 or arr.size == 0:
         raise v.invalid_value(owner, "scores", expected, _short(arr))
     arr = arr.astype("float64")
@@ -408,19 +404,7 @@ def joint_mutual_information(pred, indices, *, num_samples=10_000, seed=None,
     owner = "joint_mutual_information"
     probs, _ = _joint_probs(pred, owner, joint)
     num_samples, rng = _check_num_samples(owner, num_samples, seed)
-    n = probs.shape[1]
-    expected = f"a non-empty sequence of distinct integers in [0, {n - 1}]"
-    try:
-        idx = np.asarray(indices)
-    except (TypeError, ValueError):
-        raise v.invalid_type(owner, "indices", expected, indices) from None
-    if idx.ndim != 1 or idx.size == 0:
-        raise v.invalid_value(owner, "indices", expected, indices)
-    if idx.dtype.kind not in "iu":
-        raise v.invalid_type(owner, "indices", expected, indices)
-    if (idx.min() < 0 or idx.max() >= n
-            or np.unique(idx).size != idx.size):
-        raise v.invalid_value(owner, "indices", expected, indices)
+    idx = check_indices(owner, indices, probs.shape[1], distinct=True)
     idx = [int(i) for i in idx]
     cond = categorical_entropy(probs[:, idx, :]).mean(axis=0).sum()
     config = _configurations(probs, idx[:-1], num_samples, rng)

@@ -57,11 +57,12 @@ from kreg import _validation as v
 
 OWNER = "export"
 SIGNATURES = ("serve", "serve_mc", "serve_mc_seeded")
-# A seed s is the pair [s mod 2**24, (s >> 24) mod 2**28]: kreg's sampling
-# seeds are [base < 2**24, counter < 2**28] (see SamplingContext), so seeds
-# below 2**52 give distinct streams and s < 2**24 is MCPredictor's [s, 0].
+# A seed s (mod 2**52) is MCPredictor's seed s mod 2**32 at pass counter
+# s >> 32 (kreg.mc.predictor.seed_words: 32 seed bits + 20 counter bits), so
+# seeds below 2**52 give distinct streams and s < 2**32 is MCPredictor's
+# first pass with seed=s.
 SEED_BITS = 52
-_BASE_BITS = 24
+_USER_BITS = 32
 
 
 def check_tensorflow(owner):
@@ -146,6 +147,7 @@ def _endpoints(model, mc_samples, task, input_signature=None):
     from kreg.mc._graph import sampling_layers
     from kreg.mc.predictor import MCPredictor
     from kreg.mc.predictor import sample_outputs
+    from kreg.mc.predictor import seed_words
 
     if not sampling_layers(model):
         raise v.invalid_value(
@@ -179,11 +181,9 @@ def _endpoints(model, mc_samples, task, input_signature=None):
             f"{model.name} with {len(keras.tree.flatten(outputs))} outputs")
     # The predictor's split (prefix computed once), layer order and task.
     predictor = MCPredictor(model, samples=mc_samples, task=task)
-    split = predictor._split
-    layer_index = predictor._layer_index
-    resolved_task = predictor.resolved_task
-    activation = predictor.activation
-    seed_dtype = predictor._seed_dtype()
+    split = predictor.split
+    layer_index = predictor.layer_index
+    seed_dtype = predictor.seed_dtype
     calls = tf.Variable(0, dtype=tf.int64, trainable=False, name="kreg_mc_calls")
 
     def mc(x, seed):
@@ -193,17 +193,16 @@ def _endpoints(model, mc_samples, task, input_signature=None):
             arg = frontier if len(frontier) > 1 else frontier[0]
         else:
             arg = x
-        # [base, counter] from the seed (see SEED_BITS): MCPredictor's first
-        # pass [seed, 0] for seed < 2**24.
-        base = tf.stack([
-            tf.math.floormod(seed, 1 << _BASE_BITS),
-            tf.math.floormod(tf.bitwise.right_shift(seed, _BASE_BITS),
-                             1 << (SEED_BITS - _BASE_BITS)),
-        ])
+        # kreg's sampling seed from the user's (see SEED_BITS).
+        base = tf.stack(seed_words(
+            tf.math.floormod(seed, 1 << _USER_BITS),
+            tf.math.floormod(tf.bitwise.right_shift(seed, _USER_BITS),
+                             1 << (SEED_BITS - _USER_BITS))))
         base = tf.cast(base, seed_dtype)
         samples = sample_outputs(split.suffix, arg, base, mc_samples,
-                                 layer_index=layer_index)
-        out = _summary(samples, resolved_task, activation)
+                                 layer_index=layer_index,
+                                 transform=predictor.to_probabilities)[0]
+        out = _summary(samples, predictor.resolved_task, predictor.activation)
         rows = tf.shape(keras.tree.flatten(x)[0])[:1]
         out["seed"] = tf.fill(rows, seed)
         return out
@@ -239,7 +238,7 @@ def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
     `== model.predict`), `serve_mc` (Monte Carlo averaging, fresh randomness
     on every call and every load) and `serve_mc_seeded` (the same with an
     int64 `seed` input, taken modulo 2**52; the same seed gives the same
-    result anywhere, and for `0 <= seed < 2**24` the same numbers as
+    result anywhere, and for `0 <= seed < 2**32` the same numbers as
     `kreg.MCPredictor(model, mc_samples, seed=seed).predict(x,
     batch_size=len(x))`). The first one,
     `serve`, is also `serving_default`. See the module docstring for the

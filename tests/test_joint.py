@@ -201,12 +201,12 @@ def test_prefix_once_in_joint_mode_matches_sampling_the_whole_model():
     e = kreg.layers.Dropout(0.2, seed=2)(keras.layers.Dense(6, activation="relu")(c))
     model = keras.Model(inp, keras.layers.Dense(2)(e))
     pred = kreg.MCPredictor(model, samples=7, seed=9, joint=True)
-    assert [layer.name for layer in pred._split.prefix_layers] == ["pre1", "pre2"]
+    assert [layer.name for layer in pred.split.prefix_layers] == ["pre1", "pre2"]
     x = np.random.default_rng(1).normal(size=(9, 5)).astype("float32")
     got = pred.predict(x, verbose=0).samples
-    ctx = SamplingContext(ops.convert_to_tensor(np.array([9, 0]), dtype=pred._seed_dtype()),
+    ctx = SamplingContext(ops.convert_to_tensor(np.array([9, 0]), dtype=pred.seed_dtype),
                           tiles=7, joint=True, sample_offset=0, total_samples=7,
-                          layer_index=pred._layer_index)
+                          layer_index=pred.layer_index)
     with sampling_scope(ctx):
         full = _np(model(np.tile(x, (7, 1)), training=False)).reshape(7, 9, 2)
     np.testing.assert_allclose(got, full, rtol=1e-5, atol=1e-6)

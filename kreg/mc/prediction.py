@@ -3,6 +3,9 @@
 import numpy as np
 
 from kreg import _validation as v
+from kreg.mc._inputs import Shown as _Shown
+from kreg.mc._inputs import check_indices
+from kreg.mc._inputs import numeric_array
 from kreg.mc.metrics import bernoulli_entropy
 from kreg.mc.metrics import categorical_entropy
 
@@ -61,14 +64,13 @@ class MCPrediction:
 
     def __init__(self, samples, task="regression", *, activation="softmax",
                  joint=False, keep_samples=True):
-        samples = np.asarray(samples)
-        if samples.ndim < 2:
-            raise v.invalid_value("MCPrediction", "samples",
-                                  "an array of shape (T, N, ...)", samples.shape)
-        self.task = v.check_option("MCPrediction", "task", task, TASKS)
-        self.activation = v.check_option("MCPrediction", "activation", activation,
+        owner = "MCPrediction"
+        self.task = v.check_option(owner, "task", task, TASKS)
+        self.activation = v.check_option(owner, "activation", activation,
                                          ("softmax", "sigmoid"))
-        self.joint = bool(joint)
+        self.joint = v.check_bool(owner, "joint", joint)
+        keep_samples = v.check_bool(owner, "keep_samples", keep_samples)
+        samples = _check_samples(samples, self.task, self.activation)
         self.num_samples = int(samples.shape[0])
         s64 = samples.astype("float64")
         self.mean = s64.mean(axis=0)
@@ -131,7 +133,7 @@ class MCPrediction:
         t, n = s.shape[:2]
         s = s.reshape(t, n, -1)
         if indices is not None:
-            s = s[:, np.asarray(indices)]
+            s = s[:, check_indices("MCPrediction.covariance", indices, n)]
         c = s - s.mean(axis=0, keepdims=True)
         cov = np.einsum("tid,tjd->dij", c, c) / t
         return cov[0] if cov.shape[0] == 1 else cov
@@ -139,3 +141,26 @@ class MCPrediction:
     def __repr__(self):
         return (f"MCPrediction(task={self.task!r}, num_samples={self.num_samples}, "
                 f"inputs={self.mean.shape[0]}, joint={self.joint})")
+
+
+def _check_samples(samples, task, activation):
+    """Validate (T, N, ...) samples; classification ones must be probabilities."""
+    owner, expected = "MCPrediction", "a numeric array of shape (T, N, ...)"
+    arr = numeric_array(owner, "samples", samples, expected)
+    shown = _Shown(f"<array of shape {arr.shape}>")
+    if arr.ndim < 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise v.invalid_value(owner, "samples", expected + " with T >= 1 and N >= 1",
+                              shown)
+    if not np.all(np.isfinite(arr)):
+        raise v.invalid_value(owner, "samples", "finite values (no NaN or inf)", shown)
+    if task == "classification":
+        lo, hi = float(arr.min()), float(arr.max())
+        bad = lo < -1e-6 or hi > 1 + 1e-6
+        if not bad and activation == "softmax" and arr.ndim > 2 and arr.shape[-1] > 1:
+            bad = float(np.max(np.abs(arr.sum(axis=-1) - 1.0))) > 1e-3
+        if bad:
+            raise v.invalid_value(
+                owner, "samples", f"{activation} probabilities for "
+                "task='classification' (logits? MCPredictor(..., from_logits=True) "
+                "turns them into probabilities)", shown)
+    return arr

@@ -1,6 +1,5 @@
 """Test-time Monte Carlo averaging over kreg's stochastic layers."""
 
-import math
 import weakref
 
 import keras
@@ -11,49 +10,61 @@ from kreg import _validation as v
 from kreg._compile import compile_inference
 from kreg.layers.base import SamplingContext
 from kreg.layers.base import sampling_scope
+from kreg.mc import _heads
+from kreg.mc import _inputs
 from kreg.mc import metrics
 from kreg.mc._graph import sampling_layers
 from kreg.mc._graph import split_model
 from kreg.mc.prediction import MCPrediction
 
-_SEED_RANGE = 1 << 24
+# A user seed s in [0, 2**32) and the pass counter c < 2**20 of a predict
+# call are packed into kreg's sampling seed [base < 2**24, high < 2**28] (see
+# SamplingContext): base = s mod 2**24, high = (s >> 24) * 2**20 + c. The map
+# is one-to-one, so distinct seeds (and passes) give distinct random streams.
+SEED_BITS = 32
+COUNTER_BITS = 20
+_BASE = 1 << 24
 _COMPILED = weakref.WeakKeyDictionary()  # model -> {sampling key: {name: fn}}
 _DEFAULT_BATCH = 256
+# Default `max_batch` (rows of one forward pass, inputs x samples). Measured on
+# the 2-core CPU (see the MCPredictor docstring): it bounds a pass's memory
+# and is far above the passes of the speed benchmark (T=50 x 256 rows).
+DEFAULT_MAX_BATCH = 1 << 14
 
 
-def _output_activation(model):
-    """'softmax', 'sigmoid' or None, read off the layer producing the output."""
-    layer = None
-    try:
-        outputs = model.outputs
-        if outputs and len(outputs) == 1:
-            layer = outputs[0]._keras_history.operation
-    except (AttributeError, ValueError):
-        layer = None
-    if layer is None and getattr(model, "layers", None):
-        layer = model.layers[-1]
-    while isinstance(layer, keras.Model) and getattr(layer, "layers", None):
-        layer = layer.layers[-1]
-    if isinstance(layer, keras.layers.Softmax):
-        return "softmax"
-    act = getattr(layer, "activation", None)
-    if act is None:
-        return None
-    for name in ("softmax", "sigmoid"):
-        if act is keras.activations.get(name):
-            return name
-    return None
+def seed_words(seed, counter=0):
+    """kreg's sampling seed `(base, high)` for a user seed and a pass counter.
+
+    Works on Python ints and on integer tensors (TensorFlow's in-graph seed of
+    `kreg.export`), with the same numbers: the one place that says how a
+    user's seed becomes a random stream.
+    """
+    return seed % _BASE, (seed // _BASE) % (1 << (SEED_BITS - 24)) * (1 << COUNTER_BITS) + counter
+
+
+def _bucket(n, cap):
+    """The padded row count of a chunk of n rows: a power of two, or `cap`."""
+    b = 1
+    while b < n:
+        b *= 2
+    return min(b, cap)
+
+
+def _pad(a, rows):
+    if len(a) == rows:
+        return a
+    return np.concatenate([a, np.repeat(a[-1:], rows - len(a), axis=0)])
 
 
 def sample_outputs(fn, inputs, seed, tiles, *, layer_index, joint=False,
-                   sample_offset=0, total_samples=None):
+                   sample_offset=0, total_samples=None, transform=None):
     """Run `fn` on `inputs` tiled `tiles` times with kreg's layers sampling.
 
     The building block of `MCPredictor` and of `kreg.export`'s Monte Carlo
     signatures: every (nested) input tensor is tiled sample-major along the
     batch axis, `fn(tiled, training=False)` runs inside a sampling scope (so
     only kreg's stochastic layers draw masks, BatchNormalization and the rest
-    stay in inference mode), and the first output is reshaped to
+    stay in inference mode), and every output is reshaped to
     `(tiles, N, ...)`.
 
     Args:
@@ -63,9 +74,12 @@ def sample_outputs(fn, inputs, seed, tiles, *, layer_index, joint=False,
         tiles: int, the number of samples in this pass.
         layer_index: dict `id(layer) -> int` (one random stream per layer).
         joint, sample_offset, total_samples: see `SamplingContext`.
+        transform: None or a callable on the flat list of outputs (e.g.
+            `MCPredictor.to_probabilities`), applied per sample.
 
     Returns:
-        A tensor of shape `(tiles, N, ...)`.
+        A list of tensors of shape `(tiles, N, ...)`, one per model output (in
+        the order of `keras.tree.flatten` of the model's output).
     """
     tiled = keras.tree.map_structure(
         lambda t: ops.tile(t, (tiles,) + (1,) * (len(t.shape) - 1)), inputs)
@@ -74,10 +88,10 @@ def sample_outputs(fn, inputs, seed, tiles, *, layer_index, joint=False,
                           total_samples=total_samples or tiles,
                           layer_index=layer_index)
     with sampling_scope(ctx):
-        out = fn(tiled, training=False)
-    if isinstance(out, (list, tuple)):
-        out = out[0]
-    return ops.reshape(out, (tiles, -1) + tuple(out.shape[1:]))
+        out = keras.tree.flatten(fn(tiled, training=False))
+    if transform is not None:
+        out = transform(out)
+    return [ops.reshape(o, (tiles, -1) + tuple(o.shape[1:])) for o in out]
 
 
 class MCPredictor:
@@ -87,41 +101,72 @@ class MCPredictor:
     layers (Dropout, DropConnect) draw masks; BatchNormalization and every
     other layer stay in inference mode, and no variable of the model changes
     (the masks come from the predictor's own seeds, not the layers'
-    generators). All samples of a chunk of inputs run in one compiled
+    generators). The samples of a chunk of inputs run in one compiled
     function (the batch tiled sample-major, each sample with its own masks);
     for Sequential and Functional models the layers before the first
     stochastic layer run once per input. `model.predict` is never affected.
+
+    Every model shape works: one or several inputs (an array, a list/tuple
+    of arrays or a dict keyed by input name, as `model.predict` takes them)
+    and one or several outputs (`predict` returns the structure that
+    `model.predict` returns, with an `MCPrediction` in place of each array).
+    Each output is read from the layer that produces it: softmax or sigmoid
+    means classification, a linear output regression, unless it outputs
+    logits (`from_logits`), which are turned into probabilities sample by
+    sample (softmax, or sigmoid for one unit or a binary loss) before the
+    average: the MC estimate is the mean of the T probability vectors.
 
     Args:
         model: a built Keras model containing kreg stochastic layers with
             rate > 0 (use `kreg.convert_dropout` for a model built with
             `keras.layers.Dropout`).
         samples: int >= 1, default 50. The number T of Monte Carlo samples.
-        seed: int >= 0 or None, default None. With a seed, every `predict`
-            call returns the same samples; without one, fresh samples.
-        max_batch: int >= 1 or None, default None. The most rows in one
-            forward pass (inputs x samples); bounds memory. None: all
-            samples of a chunk of inputs in one pass.
-        task: `"auto"` (default: classification for softmax/sigmoid
-            outputs, else regression), `"classification"` or `"regression"`.
+        seed: int in [0, 2**32) or None, default None. With a seed, every
+            `predict` call returns the same samples, and distinct seeds give
+            distinct random streams; without one, fresh samples per call.
+        max_batch: int >= 1 or None, default 16384 (`DEFAULT_MAX_BATCH`).
+            The most rows in one forward pass (inputs x samples); bounds
+            memory. None: all samples of a chunk of inputs in one pass. The
+            default is measured (TensorFlow, shared 2-core CPU; a net
+            10-50-50-1 with two Dropout(0.5), samples=10000, N=1000, extra
+            peak host memory over the model alone / time of a predict):
+            unbounded 1239 MiB / 125 s; 262144 rows 283 MiB / 87 s; 65536
+            rows 374 MiB / 65-81 s; 16384 rows 239 MiB / 34-43 s; 4096 rows
+            218 MiB / 50-58 s. 16384 is the fastest and within 10% of the
+            smallest peak; the speed benchmark's passes (T=50 x 256 rows =
+            12,800 rows) fit in one pass as before.
+        task: `"auto"` (default: per output, classification for softmax/
+            sigmoid or logits outputs, else regression), `"classification"`
+            or `"regression"`; or a list/dict with one per output.
+        from_logits: None (default: the compiled loss's `from_logits` of
+            each output, False for an uncompiled model), True or False; or a
+            list/dict with one per output.
         joint: bool, default False. If True, sample t is one network (one set
             of masks) applied to every input; masks depend only on the seed
             and t, so results do not depend on chunking. Dropout masks are
             drawn over the feature axes (respecting `noise_shape`),
-            DropConnect draws one weight mask per sample. The prediction
-            keeps its samples, for `MCPrediction.covariance` and
+            DropConnect draws one weight mask per sample; the samples of
+            every output come from the same T networks. The prediction keeps
+            its samples, for `MCPrediction.covariance` and
             `kreg.acquisition.batch_bald`.
 
     Call arguments (`predict`):
-        x: inputs (NumPy array or tensor) of shape (N, ...).
+        x: inputs as `model.predict` takes them: a NumPy array, tensor or
+            list of rows; a list/tuple of arrays or a dict keyed by input
+            name (multi-input models); a `tf.data.Dataset` (TensorFlow), a
+            `keras.utils.PyDataset` or a generator of x or (x, y) batches
+            (the data's batches are the chunks).
         batch_size: int or None. Inputs per chunk (default: 256, or fewer
-            so that `max_batch` holds).
+            so that `max_batch` holds). Chunks are padded to a power of two
+            (or `batch_size`), so inputs of any size reuse a few compiled
+            functions.
         verbose: `"auto"`, 0 or 1. A progress bar over passes.
         return_samples: bool, default False. Keep the (T, N, ...) samples.
 
     Returns:
-        `predict` returns an `MCPrediction`; `evaluate` a dict with the MC
-        and deterministic scores.
+        `predict` returns an `MCPrediction` (or the output structure of
+        them); `evaluate` a dict with the MC and deterministic scores (or
+        the output structure of such dicts).
 
     Example:
 
@@ -141,17 +186,25 @@ class MCPredictor:
         averaging vs weight scaling).
     """
 
-    def __init__(self, model, samples=50, *, seed=None, max_batch=None,
-                 task="auto", joint=False):
+    def __init__(self, model, samples=50, *, seed=None, max_batch=DEFAULT_MAX_BATCH,
+                 task="auto", from_logits=None, joint=False):
         owner = "MCPredictor"
         if not isinstance(model, keras.Model) and not isinstance(model, keras.layers.Layer):
             raise v.invalid_type(owner, "model", "a Keras model", model)
         self.samples = v.check_int(owner, "samples", samples, low=1)
-        self.seed = v.check_seed(owner, seed)
+        self.seed = v.check_int(owner, "seed", seed, low=0,
+                                high=(1 << SEED_BITS) - 1, allow_none=True)
         self.max_batch = v.check_int(owner, "max_batch", max_batch, low=1,
                                      allow_none=True)
-        self.task = v.check_option(owner, "task", task,
-                                   ("auto", "classification", "regression"))
+        if not isinstance(task, (str, list, tuple, dict)):
+            raise v.invalid_type(owner, "task", "one of 'auto', 'classification', "
+                                 "'regression' (or a list/dict, one per output)", task)
+        if isinstance(task, str):
+            v.check_option(owner, "task", task, _heads.TASKS)
+        if not isinstance(from_logits, (list, tuple, dict)):
+            _heads.check_from_logits(owner)(from_logits)
+        self.task = task
+        self.from_logits = from_logits
         self.joint = v.check_bool(owner, "joint", joint)
         if not model.built:
             raise v.invalid_value(owner, "model",
@@ -171,7 +224,8 @@ class MCPredictor:
                 "DropConnect) with rate > 0; every sample would be identical."
                 f"{hint} Received: model={model.name!r}")
         self.sampling_layers = layers
-        self._layer_index = {id(layer): i for i, layer in enumerate(layers)}
+        #: dict `id(layer) -> int`: each sampling layer's random stream.
+        self.layer_index = {id(layer): i for i, layer in enumerate(layers)}
         # Compiled functions and the prefix split are shared by every
         # predictor of the same model (and the same sampling layers and
         # rates), so several predictors do not each retrace.
@@ -180,121 +234,256 @@ class MCPredictor:
         self._cache = per_model.setdefault(key, {})
         if "split" not in self._cache:
             self._cache["split"] = split_model(model)
-        self._split = self._cache["split"]
-        act = _output_activation(model)
-        if self.task == "auto":
-            self.resolved_task = "classification" if act else "regression"
-        else:
-            self.resolved_task = self.task
-        self.activation = act or "softmax"
+        #: The prefix/suffix split (`kreg.mc._graph.Split`).
+        self.split = self._cache["split"]
+        self.heads, self._known_structure = _heads.model_heads(
+            owner, model, task, from_logits)
+        self._heads_key = (repr(task), repr(from_logits))
         self._rng = np.random.default_rng(seed)
 
+    # -- per-model sampling facts (also read by kreg.export) -------------------
+    @property
+    def seed_dtype(self):
+        """The dtype of kreg's sampling seeds on this backend."""
+        return self.sampling_layers[0].seed_generator.state.dtype
+
+    @property
+    def resolved_task(self):
+        """The task of the output, or a list of them (one per output)."""
+        return self._per_head("task")
+
+    @property
+    def activation(self):
+        """How classification outputs are read (`"softmax"`/`"sigmoid"`)."""
+        return self._per_head("activation")
+
+    def _per_head(self, attr):
+        if self.heads is None:  # a subclassed model not run yet: one output
+            heads = _heads.late_heads("MCPredictor", self.model, self.task,
+                                      self.from_logits, [np.zeros((1, 2))])
+            return getattr(heads[0], attr)
+        values = [getattr(h, attr) for h in self.heads]
+        return values[0] if len(values) == 1 else values
+
+    def to_probabilities(self, outputs):
+        """Per-sample softmax/sigmoid of logits outputs (a flat list of tensors).
+
+        Resolves the heads of a subclassed model from its outputs on first use.
+        """
+        self._ensure_heads(outputs)
+        return _heads.to_probabilities(outputs, self.heads)
+
+    def _ensure_heads(self, outputs):
+        if self.heads is None:
+            self.heads = _heads.late_heads("MCPredictor", self.model, self.task,
+                                           self.from_logits, outputs,
+                                           self._cache.get("out_structure"))
+
+    @property
+    def _out_structure(self):
+        if self._known_structure is not None:
+            return self._known_structure
+        return self._cache.get("out_structure")
+
+    def _noting_structure(self, fn):
+        """`fn`, recording its output structure (subclassed models) when traced."""
+        cache = self._cache
+
+        def call(inputs, training=False):
+            out = fn(inputs, training=training)
+            cache["out_structure"] = keras.tree.map_structure(lambda _: None, out)
+            return out
+
+        return call
+
     # -- compiled pieces -------------------------------------------------------
+    def _call_input(self, inputs):
+        """What the suffix takes: the frontier, or the model's input structure."""
+        if self.split.prefix is not None:
+            return inputs if len(inputs) > 1 else inputs[0]
+        template = self._cache.get("in_template")
+        if template is None:
+            return inputs if len(inputs) > 1 else inputs[0]
+        return keras.tree.pack_sequence_as(template, inputs)
+
     def _prefix(self):
         fn = self._cache.get("prefix")
         if fn is None:
-            prefix = self._split.prefix
+            prefix = self.split.prefix
 
-            def run(x):
-                out = prefix(x, training=False)
+            def run(xs):
+                out = prefix(xs if len(xs) > 1 else xs[0], training=False)
                 return list(out) if isinstance(out, (list, tuple)) else [out]
 
             fn = self._cache["prefix"] = compile_inference(run, self.model.variables)
         return fn
 
     def _sampler(self, tiles):
-        key = ("sampler", tiles, self.joint, self.samples if self.joint else None)
+        key = ("sampler", tiles, self.joint, self.samples if self.joint else None,
+               self._heads_key)
         fn = self._cache.get(key)
         if fn is not None:
             return fn
-        suffix = self._split.suffix
+        suffix = self._noting_structure(self.split.suffix)
         joint = self.joint
         total = self.samples
-        index = self._layer_index
+        index = self.layer_index
+
+        def transform(out):
+            return self.to_probabilities(out)
 
         def run(inputs, seed, offset):
-            arg = inputs if len(inputs) > 1 else inputs[0]
-            return sample_outputs(suffix, arg, seed, tiles, layer_index=index,
-                                  joint=joint, sample_offset=offset,
-                                  total_samples=total)
+            return sample_outputs(suffix, self._call_input(inputs), seed, tiles,
+                                  layer_index=index, joint=joint,
+                                  sample_offset=offset, total_samples=total,
+                                  transform=transform)
 
         fn = compile_inference(run, self.model.variables)
         self._cache[key] = fn
         return fn
 
-    def _seed_dtype(self):
-        return self.sampling_layers[0].seed_generator.state.dtype
+    def _deterministic(self):
+        key = ("deterministic", self._heads_key)
+        fn = self._cache.get(key)
+        if fn is None:
+            suffix = self.split.suffix
 
-    # -- public API ------------------------------------------------------------
-    def _plan(self, n, batch_size):
-        t = self.samples
-        if batch_size is None:
-            batch_size = _DEFAULT_BATCH
-        batch_size = max(1, min(batch_size, n))
+            def run(inputs):
+                out = suffix(self._call_input(inputs), training=False)
+                return self.to_probabilities(keras.tree.flatten(out))
+
+            fn = self._cache[key] = compile_inference(run, self.model.variables)
+        return fn
+
+    # -- running ---------------------------------------------------------------
+    def _rows(self, batch_size):
+        rows = batch_size or _DEFAULT_BATCH
         if self.max_batch is not None:
-            batch_size = min(batch_size, self.max_batch)
-            tiles = max(1, min(t, self.max_batch // batch_size))
-        else:
-            tiles = t
-        return batch_size, tiles
+            rows = min(rows, self.max_batch)
+        return rows
 
-    def predict(self, x, batch_size=None, verbose="auto", return_samples=False):
-        """Run the T stochastic passes over `x`; returns an `MCPrediction`."""
-        owner = "MCPredictor.predict"
-        batch_size = v.check_int(owner, "batch_size", batch_size, low=1,
-                                 allow_none=True)
-        if verbose not in ("auto", 0, 1, True, False):
-            raise v.invalid_value(owner, "verbose", "'auto', 0 or 1", verbose)
-        return_samples = v.check_bool(owner, "return_samples", return_samples)
-        samples = self._samples(x, batch_size, verbose)
-        return MCPrediction(samples, self.resolved_task, activation=self.activation,
-                            joint=self.joint,
-                            keep_samples=return_samples or self.joint)
-
-    def _samples(self, x, batch_size, verbose):
-        if isinstance(x, (list, tuple)):
-            raise v.invalid_type("MCPredictor.predict", "x",
-                                 "a single array (single-input models)", x)
-        x = ops.convert_to_numpy(x) if not isinstance(x, np.ndarray) else x
-        n = x.shape[0]
-        batch_size, tiles = self._plan(n, batch_size)
+    def _run(self, owner, x, batch_size, verbose, *, deterministic=False,
+             want_y=False):
+        """Sample every chunk of x; returns (samples, det, ys) (flat lists)."""
         t_total = self.samples
-        input_chunks = math.ceil(n / batch_size)
-        sample_chunks = math.ceil(t_total / tiles)
-        passes = input_chunks * sample_chunks
-        show = verbose in (1, True) or (verbose == "auto" and passes > 1)
-        bar = keras.utils.Progbar(passes, unit_name="pass") if show else None
+        rows = self._rows(batch_size)
+        bar = keras.utils.Progbar(None, unit_name="pass") if verbose in (1, True) else None
         # The base seed: fixed per predictor seed, fresh per call otherwise.
         if self.seed is not None:
-            base = self.seed % _SEED_RANGE
+            base = self.seed
         else:
-            base = int(self._rng.integers(0, _SEED_RANGE))
-        dtype = self._seed_dtype()
-        out = None
+            base = int(self._rng.integers(0, 1 << SEED_BITS))
+        dtype = self.seed_dtype
+        chunks, dets, ys_all = [], [], []
         done = 0
-        for i in range(input_chunks):
-            xb = x[i * batch_size:(i + 1) * batch_size]
-            if self._split.prefix is not None:
-                frontier = self._prefix()(ops.convert_to_tensor(xb))
-            else:
-                frontier = [ops.convert_to_tensor(xb)]
-            for j in range(sample_chunks):
-                start = j * tiles
+        for xs, ys, template in _inputs.batches(owner, self.model, x, rows,
+                                                want_y=want_y):
+            if self.split.prefix is None and "in_template" not in self._cache:
+                self._cache["in_template"] = template
+            n = len(xs[0])
+            if self.heads is None:
+                self._first_call(xs)
+            padded = _bucket(n, rows)
+            tensors = [ops.convert_to_tensor(_pad(a, padded)) for a in xs]
+            frontier = self._prefix()(tensors) if self.split.prefix is not None else tensors
+            tiles = t_total if self.max_batch is None else max(
+                1, min(t_total, self.max_batch // padded))
+            out = None
+            for start in range(0, t_total, tiles):
                 count = min(tiles, t_total - start)
-                counter = 0 if self.joint else i * sample_chunks + j
-                seed = ops.convert_to_tensor(np.array([base, counter]), dtype=dtype)
+                counter = 0 if self.joint else done
+                if counter >= 1 << COUNTER_BITS:
+                    raise v.invalid_value(
+                        owner, "batch_size",
+                        f"fewer than 2**{COUNTER_BITS} forward passes per call (a "
+                        "larger batch_size or max_batch, or fewer inputs per call)",
+                        batch_size)
+                seed = ops.convert_to_tensor(np.array(seed_words(base, counter)),
+                                             dtype=dtype)
                 offset = ops.convert_to_tensor(start, dtype="int32")
-                res = ops.convert_to_numpy(
-                    self._sampler(count)(frontier, seed, offset))
+                res = self._sampler(count)(frontier, seed, offset)
+                res = [ops.convert_to_numpy(r)[:, :n] for r in res]
                 if out is None:
-                    out = np.empty((t_total, n) + res.shape[2:], res.dtype)
-                out[start:start + count, i * batch_size:i * batch_size + len(xb)] = res
+                    out = [np.empty((t_total,) + r.shape[1:], r.dtype) for r in res]
+                for o, r in zip(out, res):
+                    o[start:start + count] = r
                 done += 1
+                if bar is None and verbose == "auto" and done == 1 and (
+                        start + count < t_total or len(xs[0]) == rows):
+                    bar = keras.utils.Progbar(None, unit_name="pass")
                 if bar is not None:
                     bar.update(done)
-        return out
+            chunks.append(out)
+            if deterministic:
+                dets.append([ops.convert_to_numpy(d)[:n]
+                             for d in self._deterministic()(frontier)])
+            if want_y:
+                ys_all.append(ys)
+        samples = [np.concatenate([c[k] for c in chunks], axis=1)
+                   for k in range(len(chunks[0]))]
+        det = ([np.concatenate([d[k] for d in dets], axis=0)
+                for k in range(len(dets[0]))] if deterministic else None)
+        self._ensure_heads(samples)
+        for head, s in zip(self.heads, samples):
+            self._check_probabilities(owner, head, s)
+        return samples, det, ys_all
 
-    def evaluate(self, x, y, *, tau=None, batch_size=None, verbose="auto", bins=15):
+    def _first_call(self, xs):
+        """A subclassed model's outputs (structure, heads), from one row, eagerly."""
+        one = [ops.convert_to_tensor(a[:1]) for a in xs]
+        template = self._cache.get("in_template")
+        arg = one[0] if template is None else keras.tree.pack_sequence_as(template, one)
+        out = self.model(arg, training=False)
+        self._cache["out_structure"] = keras.tree.map_structure(lambda _: None, out)
+        self._ensure_heads(keras.tree.flatten(out))
+
+    def _check_probabilities(self, owner, head, s):
+        """A classification output must hold probabilities (else: logits?)."""
+        if head.task != "classification" or head.from_logits or s.size == 0:
+            return
+        lo, hi = float(s.min()), float(s.max())
+        bad = lo < -1e-6 or hi > 1 + 1e-6
+        if not bad and head.activation == "softmax" and s.shape[-1] > 1:
+            bad = float(np.max(np.abs(s.sum(axis=-1) - 1.0))) > 1e-3
+        if bad:
+            raise v.invalid_value(
+                owner, "from_logits",
+                f"True for output {head.name!r}: it is read as class probabilities "
+                f"(task='classification') but its values (in [{lo:.3g}, {hi:.3g}]) "
+                "are not probabilities; pass from_logits=True for a logits output, "
+                "or task='regression'", self.from_logits)
+
+    def _pack(self, flat):
+        if self._out_structure is None or len(flat) == 1 and not isinstance(
+                self._out_structure, (list, tuple, dict)):
+            return flat[0] if len(flat) == 1 else flat
+        return keras.tree.pack_sequence_as(self._out_structure, flat)
+
+    # -- public API ------------------------------------------------------------
+    def _check_call(self, owner, batch_size, verbose):
+        batch_size = v.check_int(owner, "batch_size", batch_size, low=1,
+                                 allow_none=True)
+        if not isinstance(verbose, (str, int)) or verbose not in ("auto", 0, 1):
+            raise v.invalid_value(owner, "verbose", "'auto', 0 or 1", verbose)
+        return batch_size
+
+    def predict(self, x, batch_size=None, verbose="auto", return_samples=False):
+        """Run the T stochastic passes over `x`.
+
+        Returns:
+            An `MCPrediction`, or for a model with several outputs the
+            structure `model.predict` returns with one in place of each array.
+        """
+        owner = "MCPredictor.predict"
+        batch_size = self._check_call(owner, batch_size, verbose)
+        return_samples = v.check_bool(owner, "return_samples", return_samples)
+        samples, _, _ = self._run(owner, x, batch_size, verbose)
+        preds = [MCPrediction(s, head.task, activation=head.activation,
+                              joint=self.joint, keep_samples=return_samples or self.joint)
+                 for s, head in zip(samples, self.heads)]
+        return self._pack(preds)
+
+    def evaluate(self, x, y=None, *, tau=None, batch_size=None, verbose="auto", bins=15):
         """MC scores next to the deterministic model's on (x, y).
 
         Classification: NLL (of the mean probability of the true class),
@@ -304,7 +493,11 @@ class MCPredictor:
         predictions has no likelihood without an observation noise).
 
         Args:
-            x: inputs; y: targets (integer labels or one-hot for softmax).
+            x: inputs as in `predict`, or a dataset/generator of (x, y).
+            y: targets (integer labels or one-hot for softmax, 0/1 for
+                sigmoid, values for regression), in the structure of the
+                model's outputs (a list or dict for several outputs); None
+                when x yields (x, y) batches.
             tau: float > 0 or None, default None. Gal's model precision (see
                 `kreg.mc.metrics.model_precision`).
             batch_size, verbose: as in `predict`.
@@ -312,22 +505,99 @@ class MCPredictor:
 
         Returns:
             dict: `{"mc": {...}, "deterministic": {...}, "samples": T,
-            "task": ...}`.
+            "task": ...}`; for several outputs, the output structure of them.
         """
         owner = "MCPredictor.evaluate"
         if tau is not None:
             tau = v.check_float(owner, "tau", tau, low=0.0, low_open=True)
         bins = v.check_int(owner, "bins", bins, low=1)
-        samples = self._samples(x, batch_size, verbose)
-        det = ops.convert_to_numpy(
-            self.model.predict(x, batch_size=batch_size or _DEFAULT_BATCH, verbose=0))
-        if self.resolved_task == "classification":
-            sig = self.activation == "sigmoid"
-            mc = metrics.classification_scores(samples.mean(axis=0), y,
-                                               sigmoid=sig, bins=bins)
-            dt = metrics.classification_scores(det, y, sigmoid=sig, bins=bins)
+        batch_size = self._check_call(owner, batch_size, verbose)
+        stream = _inputs.is_data_stream(x)
+        if x is None:
+            raise v.invalid_type(owner, "x", "the inputs (see MCPredictor.predict)", x)
+        if not stream and y is None:
+            raise v.invalid_type(owner, "y", "the targets (an array, or a structure "
+                                 "matching the model's outputs)", y)
+        if stream and y is not None:
+            raise v.invalid_value(
+                owner, "y", "None when x is a dataset or generator (it yields "
+                "(x, y) batches)", _inputs.describe(y))
+        samples, det, ys = self._run(owner, x, batch_size, verbose,
+                                     deterministic=True, want_y=stream)
+        names = [h.name for h in self.heads]
+        if stream:
+            parts = [_targets(owner, b, names) for b in ys]
+            targets = [np.concatenate([p[k] for p in parts]) for k in range(len(names))]
         else:
-            mc = metrics.regression_scores(samples, y, tau)
-            dt = metrics.regression_scores(det[None], y, tau)
-        return {"mc": mc, "deterministic": dt, "samples": self.samples,
-                "task": self.resolved_task}
+            targets = _targets(owner, y, names)
+        results = []
+        for k, head in enumerate(self.heads):
+            yk = _check_target(owner, "y" if len(names) == 1 else f"y[{names[k]!r}]",
+                               targets[k], head, samples[k].shape[1:])
+            if head.task == "classification":
+                sig = head.activation == "sigmoid"
+                mc = metrics.classification_scores(samples[k].mean(axis=0), yk,
+                                                   sigmoid=sig, bins=bins)
+                dt = metrics.classification_scores(det[k], yk, sigmoid=sig, bins=bins)
+            else:
+                mc = metrics.regression_scores(samples[k], yk, tau)
+                dt = metrics.regression_scores(det[k][None], yk, tau)
+            results.append({"mc": mc, "deterministic": dt, "samples": self.samples,
+                            "task": head.task})
+        return self._pack(results)
+
+
+def _targets(owner, y, names):
+    """y as a flat list with one target array per output."""
+    expected = ("the targets" if len(names) == 1 else
+                f"targets for every output {names}: a list or a dict keyed by name")
+    if isinstance(y, dict):
+        if sorted(y) != sorted(names):
+            raise v.invalid_value(owner, "y", expected, _inputs.describe(y))
+        return [y[n] for n in names]
+    if len(names) > 1:
+        if not isinstance(y, (list, tuple)) or len(y) != len(names):
+            raise v.invalid_value(owner, "y", expected, _inputs.describe(y))
+        return list(y)
+    if isinstance(y, tuple) and len(y) == 1:
+        return [y[0]]
+    return [y]
+
+
+def _check_target(owner, name, y, head, out_shape):
+    """Validate one output's targets; return them as a NumPy array."""
+    n = out_shape[0]
+    arr = _inputs.numeric_array(owner, name, y, "an array of numeric targets")
+    if arr.ndim == 0 or len(arr) != n:
+        raise v.invalid_value(owner, name, f"{n} targets, one per input row",
+                              _inputs.describe(arr))
+    if not np.all(np.isfinite(arr)):
+        raise v.invalid_value(owner, name, "finite targets (no NaN or inf)",
+                              _inputs.describe(arr))
+    per_row = int(np.prod(out_shape[1:], dtype=np.int64))
+    if head.task == "regression":
+        if arr[0].size != per_row:
+            raise v.invalid_value(owner, name, f"targets of shape {(n,) + out_shape[1:]}",
+                                  _inputs.describe(arr))
+        return arr
+    classes = out_shape[-1] if len(out_shape) > 1 else 1
+    if head.activation == "sigmoid":
+        if arr[0].size != per_row or arr.min() < 0 or arr.max() > 1:
+            raise v.invalid_value(
+                owner, name, f"0/1 targets (or probabilities in [0, 1]) of shape "
+                f"{(n,) + out_shape[1:]}", _inputs.describe(arr))
+        return arr
+    if arr.ndim == 2 and arr.shape[1] == classes and classes > 1:
+        if arr.min() < 0 or arr.max() > 1 or np.max(np.abs(arr.sum(axis=1) - 1)) > 1e-3:
+            raise v.invalid_value(owner, name, "one-hot (or probability) rows that "
+                                  "sum to 1", _inputs.describe(arr))
+        return arr
+    if arr[0].size != 1:
+        raise v.invalid_value(owner, name, f"integer labels (N,) or one-hot (N, {classes})",
+                              _inputs.describe(arr))
+    labels = arr.reshape(-1)
+    if np.any(labels != np.round(labels)) or labels.min() < 0 or labels.max() >= classes:
+        raise v.invalid_value(owner, name, f"integer labels in [0, {classes - 1}] "
+                              f"({classes} classes)",
+                              _inputs.describe(np.unique(labels)[:10]))
+    return labels.astype("int64")

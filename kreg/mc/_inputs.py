@@ -1,0 +1,283 @@
+"""Inputs of `MCPredictor`, in every form `model.predict` takes them.
+
+`batches(owner, model, x, y, rows)` turns x (and y) into a stream of
+`(xs, ys)` chunks of at most `rows` rows, with `xs` the model's inputs as a
+flat list of NumPy arrays (in the order of `model.inputs`) and `ys` the
+targets (a NumPy array, a structure of them, or None):
+
+- arrays: a NumPy array, a tensor or a Python list of rows (single-input
+  models), a list/tuple of them (one per input) or a dict keyed by input name;
+- a `tf.data.Dataset` (TensorFlow), a `keras.utils.PyDataset` or a generator
+  yielding x or (x, y) (or (x, y, sample_weight)) batches, as `model.predict`
+  and `model.evaluate` read them: the data's own batches are the chunks.
+
+Every chunk is checked at the boundary: numeric, finite, the same number of
+rows in every input, at least one row in all, and (where the model declares
+them) the feature shape of each input.
+"""
+
+import types
+
+import keras
+import numpy as np
+
+from kreg import _validation as v
+
+_EXPECTED_X = (
+    "the model's inputs as model.predict takes them: an array, a tensor or a "
+    "list of rows (one input), a list/tuple of arrays (one per input), a dict "
+    "keyed by input name, a tf.data.Dataset, a keras.utils.PyDataset or a "
+    "generator"
+)
+
+
+class Shown:
+    """Shows a short description, unquoted, in an error message."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def __repr__(self):
+        return self.text
+
+
+def describe(value):
+    """A short stand-in for an array or structure in an error message."""
+    if isinstance(value, np.ndarray) or hasattr(value, "shape"):
+        shape = tuple(getattr(value, "shape", ()))
+        return Shown(f"<array of shape {shape}, dtype {getattr(value, 'dtype', '?')}>")
+    if isinstance(value, dict):
+        return Shown("{" + ", ".join(f"{k!r}: {describe(x)!r}" for k, x in value.items()) + "}")
+    if isinstance(value, (list, tuple)) and len(value) > 8:
+        return Shown(f"<{type(value).__name__} of {len(value)} items>")
+    return value
+
+
+def check_indices(owner, indices, n, *, distinct=False):
+    """Validate a non-empty 1-D sequence of row indices in [0, n); return it."""
+    expected = (f"a non-empty sequence of {'distinct ' if distinct else ''}"
+                f"integers in [0, {n - 1}]")
+    if indices is None or isinstance(indices, (str, bytes, dict)):
+        raise v.invalid_type(owner, "indices", expected, indices)
+    try:
+        idx = np.asarray(indices)
+    except (TypeError, ValueError):
+        raise v.invalid_type(owner, "indices", expected, indices) from None
+    if idx.ndim != 1 or idx.size == 0:
+        raise v.invalid_value(owner, "indices", expected, indices)
+    if idx.dtype.kind not in "iu":
+        raise v.invalid_type(owner, "indices", expected, indices)
+    if idx.min() < 0 or idx.max() >= n or (distinct and np.unique(idx).size != idx.size):
+        raise v.invalid_value(owner, "indices", expected, indices)
+    return idx
+
+
+def symbolic(model, which):
+    """`(flat, structure)` of a model's symbolic `"inputs"`/`"outputs"`, or
+    None (a subclassed model declares none)."""
+    try:
+        flat = list(getattr(model, which))
+    except (AttributeError, ValueError, TypeError):
+        return None
+    if not flat:
+        return None
+    try:
+        structure = getattr(model, which[:-1])  # model.input / model.output
+    except (AttributeError, ValueError):  # a Sequential never called
+        structure = flat[0] if len(flat) == 1 else flat
+    return flat, structure
+
+
+def numeric_array(owner, name, value, expected, kinds="biuf"):
+    """`value` (array, tensor, nested lists) as a NumPy array of one of the
+    dtype `kinds`, else kreg's TypeError."""
+    if value is None or isinstance(value, (str, bytes, dict)):
+        raise v.invalid_type(owner, name, expected, value)
+    try:
+        if hasattr(value, "shape") and not isinstance(value, np.ndarray):
+            value = keras.ops.convert_to_numpy(value)
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as err:
+        raise v.invalid_type(owner, name, f"{expected} ({err})",
+                             describe(value)) from None
+    if arr.dtype.kind not in kinds:
+        raise v.invalid_type(owner, name, expected, describe(arr))
+    return arr
+
+
+def input_specs(model):
+    """`(names, shapes, structure)` of a model's declared inputs, or None.
+
+    Subclassed models declare none until they are called with symbolic
+    inputs; then only the batch size and the types are checked.
+    """
+    known = symbolic(model, "inputs")
+    if known is None:
+        return None
+    inputs, structure = known
+    names = [getattr(t, "name", None) for t in inputs]
+    shapes = [tuple(t.shape) for t in inputs]
+    dtypes = [getattr(t, "dtype", None) for t in inputs]
+    return names, shapes, structure, dtypes
+
+
+def _is_tf_dataset(x):
+    if keras.backend.backend() != "tensorflow" and "tensorflow" not in type(x).__module__:
+        return False
+    try:
+        import tensorflow as tf
+    except ImportError:  # pragma: no cover - TF is a kreg dependency
+        return False
+    return isinstance(x, tf.data.Dataset)
+
+
+def is_data_stream(x):
+    """True for a dataset, a PyDataset or a generator (batches, not arrays)."""
+    return (_is_tf_dataset(x) or isinstance(x, keras.utils.PyDataset)
+            or isinstance(x, types.GeneratorType))
+
+
+def _leaf(owner, name, value):
+    """One input (or target) as a NumPy array, or kreg's TypeError."""
+    arr = numeric_array(owner, name, value, _EXPECTED_X)
+    if arr.ndim == 0:
+        raise v.invalid_value(owner, name, "an array with a batch axis (N, ...)",
+                              describe(arr))
+    return arr
+
+
+def _structure(owner, model, x):
+    """`(flat, template)`: x as a flat list of NumPy arrays in the order of
+    `model.inputs`, and the structure the model is called with."""
+    specs = input_specs(model)
+    flat = _flat(owner, model, x, specs)
+    if specs is not None:
+        return flat, specs[2]
+    if isinstance(x, dict):
+        return flat, {k: None for k in sorted(x)}
+    return flat, (None if len(flat) == 1 else [None] * len(flat))
+
+
+def _flat(owner, model, x, specs):
+    count = len(specs[0]) if specs else None
+    if isinstance(x, dict):
+        if specs is None:
+            return [_leaf(owner, f"x[{k!r}]", x[k]) for k in sorted(x)]
+        names = specs[0]
+        missing = [n for n in names if n not in x]
+        extra = [k for k in x if k not in names]
+        if missing or extra:
+            raise v.invalid_value(
+                owner, "x", f"a dict keyed by the model's input names {names}",
+                Shown("a dict with keys " + repr(sorted(map(str, x)))))
+        return [_leaf(owner, f"x[{n!r}]", x[n]) for n in names]
+    if isinstance(x, (list, tuple)):
+        arrays = all(hasattr(e, "shape") and len(getattr(e, "shape", ())) > 0 for e in x)
+        if count == 1 and not (arrays and len(x) == 1 and len(x[0].shape) == len(specs[1][0])):
+            return [_leaf(owner, "x", list(x))]  # a list of rows
+        if count is None and not (arrays and len(x) > 0):
+            return [_leaf(owner, "x", list(x))]
+        if specs is not None and isinstance(specs[2], dict):
+            raise v.invalid_value(
+                owner, "x", f"a dict keyed by the model's input names {specs[0]} "
+                "(the model takes a dict)", Shown(f"a {type(x).__name__} of {len(x)} items"))
+        if count is not None and len(x) != count:
+            raise v.invalid_value(
+                owner, "x",
+                f"{count} arrays, one per model input {specs[0]}",
+                Shown(f"a {type(x).__name__} of {len(x)} items"))
+        return [_leaf(owner, f"x[{i}]", e) for i, e in enumerate(x)]
+    if count is not None and count > 1:
+        raise v.invalid_value(
+            owner, "x", f"{count} inputs (a list of arrays or a dict keyed by "
+            f"{specs[0]})", describe(x))
+    return [_leaf(owner, "x", x)]
+
+
+def check_inputs(owner, model, xs):
+    """Validate a flat list of input arrays (a chunk); return the row count."""
+    rows = {len(a) for a in xs}
+    if len(rows) != 1:
+        raise v.invalid_value(owner, "x", "the same number of rows in every input",
+                              Shown(str([a.shape for a in xs])))
+    n = rows.pop()
+    if n == 0:
+        raise v.invalid_value(owner, "x", "at least one row",
+                              Shown(str([a.shape for a in xs])))
+    specs = input_specs(model)
+    for i, a in enumerate(xs):
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            raise v.invalid_value(owner, "x", "finite inputs (no NaN or inf)",
+                                  describe(a))
+        if specs is None:
+            continue
+        name, shape = specs[0][i], specs[1][i]
+        want = shape[1:]
+        ok = len(a.shape) == len(shape) and all(
+            w is None or w == g for w, g in zip(want, a.shape[1:]))
+        if not ok:
+            shown = "(N, " + ", ".join("None" if w is None else str(w) for w in want) + ")"
+            raise v.invalid_value(
+                owner, "x", f"input {name!r} of shape {shown.replace(', )', ')')}",
+                describe(a))
+    return n
+
+
+def _as_declared(model, xs):
+    """Cast each input to the dtype its Input declares, as model.predict does."""
+    specs = input_specs(model)
+    if specs is None:
+        return xs
+    return [a if dt is None or a.dtype == dt else a.astype(dt)
+            for a, dt in zip(xs, specs[3])]
+
+
+def batches(owner, model, x, rows, *, want_y):
+    """Yield `(xs, ys, template)` chunks of at most `rows` rows.
+
+    `xs` is a flat list of input arrays (see the module doc) and `template`
+    the structure to call the model with (`keras.tree.pack_sequence_as`).
+    For arrays, `ys` is None (the caller has its own `y`); for a dataset or
+    generator it is the batch's targets when `want_y`.
+    """
+    if x is None:
+        raise v.invalid_type(owner, "x", _EXPECTED_X, x)
+    if is_data_stream(x):
+        yield from _stream(owner, model, x, rows, want_y)
+        return
+    xs, template = _structure(owner, model, x)
+    n = check_inputs(owner, model, xs)
+    xs = _as_declared(model, xs)
+    for start in range(0, n, rows):
+        yield [a[start:start + rows] for a in xs], None, template
+
+
+def _stream(owner, model, data, rows, want_y):
+    if _is_tf_dataset(data):
+        iterator = data.as_numpy_iterator()
+    elif isinstance(data, keras.utils.PyDataset):
+        count = data.num_batches
+        iterator = (data[i] for i in range(count)) if count is not None else iter(data)
+    else:
+        iterator = data
+    seen = 0
+    for element in iterator:
+        if isinstance(element, tuple):
+            bx, by, _ = keras.utils.unpack_x_y_sample_weight(element)
+        else:
+            bx, by = element, None
+        if want_y and by is None:
+            raise v.invalid_value(owner, "x", "a dataset or generator of (x, y) "
+                                  "batches (evaluate needs the targets)",
+                                  describe(element))
+        xs, template = _structure(owner, model, bx)
+        n = check_inputs(owner, model, xs)
+        xs = _as_declared(model, xs)
+        seen += n
+        for start in range(0, n, rows):
+            ys = None if not want_y else keras.tree.map_structure(
+                lambda a, s=start: np.asarray(a)[s:s + rows], by)
+            yield [a[start:start + rows] for a in xs], ys, template
+    if seen == 0:
+        raise v.invalid_value(owner, "x", "at least one batch with at least one row",
+                              Shown(f"an empty {type(data).__name__}"))

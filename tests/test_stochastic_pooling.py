@@ -229,3 +229,14 @@ def test_defaults_and_normalised_arguments():
     assert StochasticPooling2D([2, 3], 1).strides == (1, 1)
     assert layer.is_stochastic and layer.rate is None
     assert kreg.layers.StochasticPooling2D is StochasticPooling2D
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_dynamic_spatial_dimensions_in_a_compiled_predict(padding):
+    model = keras.Sequential([keras.Input((None, None, 2)),
+                              StochasticPooling2D(3, 2, padding, seed=1)])
+    rng = np.random.default_rng(6)
+    for shape in ((2, 7, 9, 2), (1, 5, 4, 2)):
+        x = rng.uniform(size=shape).astype("float32")
+        np.testing.assert_allclose(model.predict(x, verbose=0),
+                                   _reference(x, (3, 3), (2, 2), padding, 1), rtol=1e-5)

@@ -145,7 +145,9 @@ class FractionalMaxPooling2D(NoiseLayer):
     are cut at boundaries `0 = a_0 < a_1 < ... < a_out = N_in` whose
     increments are 1 or 2 for a ratio in (1, 2) (in general k or k + 1 with
     `k = floor(N_in / N_out)`: a small input, e.g. 3 rows at ratio 1.9, has
-    `N_out = 1` and one region of 3 rows); see `pooling_sequence` for the
+    `N_out = 1` and one region of 3 rows; when `N_in = 2 N_out`, e.g. 4 rows
+    at ratio 1.414, every step is 2 and the regions are not random at all);
+    see `pooling_sequence` for the
     pseudo-random and random sequences. Each output is the max over rows
     `a_i .. a_{i+1} - 1` (`overlapping=False`) or `a_i .. a_{i+1}`
     (`overlapping=True`, clipped at the last row) and the same for columns.

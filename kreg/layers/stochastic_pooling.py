@@ -138,7 +138,7 @@ class StochasticPooling2D(NoiseLayer):
     >>> picks = to_np(layer(x, training=True)).ravel()
     >>> sorted(set(picks.tolist()))
     [1.0, 2.0, 3.0, 4.0]
-    >>> abs((picks == 4.0).mean() - 0.4) < 5 * (0.4 * 0.6 / 2000) ** 0.5
+    >>> bool(abs((picks == 4.0).mean() - 0.4) < 5 * (0.4 * 0.6 / 2000) ** 0.5)
     True
 
     References:

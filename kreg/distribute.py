@@ -78,6 +78,27 @@ def _per_example_loss(model, owner):
     return fn.call if isinstance(fn, keras.losses.Loss) else fn
 
 
+def _check_batches(model, data, name, tf):
+    """Batches of `(x, y)` or `(x, y, sample_weight)`, x of the model's shape."""
+    spec = data.element_spec
+    if not isinstance(spec, tuple) or len(spec) not in (2, 3):
+        raise v.invalid_value(
+            "train", name, "a tf.data.Dataset of (x, y) or (x, y, sample_weight) "
+            "batches", f"a dataset of {spec}")
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):  # a subclassed model: no static inputs
+        return
+    x_spec = spec[0]
+    if not inputs or len(inputs) != 1 or not isinstance(x_spec, tf.TensorSpec):
+        return
+    expected = tf.TensorShape(inputs[0].shape)
+    if not x_spec.shape.is_compatible_with(expected):
+        raise v.invalid_value(
+            "train", name, f"batches whose x has the model's input shape "
+            f"{tuple(expected.as_list())}", f"x of shape {tuple(x_spec.shape.as_list())}")
+
+
 def replica_loss(model, y, y_pred, sample_weight=None):
     """The loss one replica minimises: its share of the global-batch loss.
 
@@ -202,6 +223,9 @@ def train(model, dataset, *, epochs=1, validation_data=None, callbacks=None,
                                                       tf.data.Dataset):
         raise v.invalid_type("train", "validation_data",
                              "a tf.data.Dataset or None", validation_data)
+    _check_batches(model, dataset, "dataset", tf)
+    if validation_data is not None:
+        _check_batches(model, validation_data, "validation_data", tf)
     if callbacks is not None and not (
             isinstance(callbacks, (list, tuple))
             and all(isinstance(c, keras.callbacks.Callback) for c in callbacks)):

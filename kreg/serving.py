@@ -104,8 +104,37 @@ def _input_signature(model, input_signature):
             ) from None
     elif not isinstance(input_signature, (list, tuple)):
         input_signature = [input_signature]
-    return [keras.tree.map_structure(make_tf_tensor_spec, s)
-            for s in input_signature]
+    try:
+        specs = [keras.tree.map_structure(make_tf_tensor_spec, s)
+                 for s in input_signature]
+    except (TypeError, ValueError) as err:
+        raise type(err)(v.error_message(
+            OWNER, "input_signature",
+            "None or a list of keras.InputSpec (with shape and dtype) or "
+            f"tf.TensorSpec [{err}]", input_signature)) from None
+    _check_shapes(model, specs)
+    return specs
+
+
+def _check_shapes(model, specs):
+    """A given signature must fit the model's inputs (when it has static ones)."""
+    try:
+        inputs = keras.tree.flatten(model.inputs)
+    except (AttributeError, ValueError):  # a subclassed model: nothing to compare
+        return
+    given = keras.tree.flatten(specs)
+    if not inputs or len(given) != len(inputs):
+        return
+    for spec, tensor in zip(given, inputs):
+        expected = tuple(tensor.shape)
+        shape = spec.shape
+        fits = shape.rank == len(expected) and all(
+            a is None or b is None or a == b for a, b in zip(shape.as_list(), expected))
+        if not fits:
+            raise v.invalid_value(
+                OWNER, "input_signature", "specs of the shapes the model's inputs "
+                f"accept ({', '.join(str(tuple(t.shape)) for t in inputs)})",
+                [tuple(s.shape.as_list()) for s in given])
 
 
 def _xlogx(p):

@@ -319,7 +319,7 @@ def test_train_on_an_empty_dataset_warns_like_keras(ctx):
     full = ctx["dataset"](x=ctx["x"], y=np.ones((16, 1), "float32"))
     with pytest.warns(UserWarning, match=r"`validation_data` gave no batch in epoch") as w:
         history = kreg.distribute.train(model, full, epochs=2, validation_data=empty)
-    assert [str(x.message)[:58] for x in w] == [
+    assert [str(x.message).split(",")[0] for x in w] == [
         f"kreg.distribute.train: `validation_data` gave no batch in epoch {e}"
         for e in (1, 2)]
     assert list(history.history) == ["loss"] and len(history.history["loss"]) == 2

@@ -323,15 +323,18 @@ def mc_scores(model, data, *, samples, seed=0):
     from kreg.mc.metrics import select_tau
 
     parts = {
-        "val": data.x_val,
         "in_distribution": data.x_test,
         "noise": corrupt(data.x_test, "noise", seed),
         "shuffled": corrupt(data.x_test, "shuffled", seed),
+        "val": data.x_val,
     }
     x = np.concatenate(list(parts.values()))
     predictor = MCPredictor(model, samples=samples, seed=seed, joint=True)
-    # One chunk: one traced function per model.
-    all_samples = predictor.predict(x, batch_size=len(x), verbose=0,
+    # Chunks of the test split's size (joint samples do not depend on the
+    # chunking): with a validation split of that size too (60/20/20), every
+    # pass here and in `evaluate` below has one shape, so one trace per model.
+    chunk = len(data.x_test)
+    all_samples = predictor.predict(x, batch_size=chunk, verbose=0,
                                     return_samples=True).samples
     split, start = {}, 0
     for name, part in parts.items():
@@ -351,7 +354,7 @@ def mc_scores(model, data, *, samples, seed=0):
     test = split["in_distribution"]
     tau = None if classification else select_tau(split["val"], data.y_val)
     sc = predictor.evaluate(data.x_test, data.y_test, tau=tau,
-                            batch_size=len(data.x_test), verbose=0,
+                            batch_size=chunk, verbose=0,
                             bins=ECE_BINS)["mc"]
     if classification:
         scores = {"nll": sc["nll"], "ece": sc["ece"], "accuracy": sc["accuracy"],

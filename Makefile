@@ -11,13 +11,32 @@ $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: $(VENV)/bin/activate setup.cfg pyproject.toml
-	$(PY) -m pip install --quiet -e ".[test,onnx]"
+# TensorFlow: the CPU build (smaller, faster to install) where it exists.
+# It is installed by name here, not through kreg's `tensorflow` extra: that
+# extra names the `tensorflow` distribution, which pip counts as another
+# project than `tensorflow-cpu` and would install on top of it (both write
+# the same `tensorflow` package). The extras installed below (demo, test,
+# onnx) name no TensorFlow distribution. Override with
+# `make TENSORFLOW=tensorflow ...` for the GPU-capable build.
+ifneq ($(filter x86_64 AMD64,$(shell uname -m)),)
+TENSORFLOW ?= tensorflow-cpu>=2.21,<2.22
+else
+TENSORFLOW ?= tensorflow>=2.21,<2.22
+endif
+
+# `make demo` installs only what the demo needs (kreg, TensorFlow, the demo
+# extra); `make test` (and lint, bench) adds the test and onnx extras.
+$(VENV)/.demo-installed: $(VENV)/bin/activate setup.cfg pyproject.toml
+	$(PY) -m pip install --quiet "$(TENSORFLOW)" -e ".[demo]"
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.demo-installed
+	$(PY) -m pip install --quiet "$(TENSORFLOW)" -e ".[demo,test,onnx]"
 	touch $@
 
 venv: $(VENV)/.installed
 
-demo: venv
+demo: $(VENV)/.demo-installed
 	$(PY) -m kreg demo
 
 lint: venv

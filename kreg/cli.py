@@ -5,8 +5,10 @@ Usage::
     kreg demo [--dataset {digits,breast_cancer,diabetes}] [--out DIR]
               [--quick] [--seed N] [--epochs N]
 
-Bad arguments (an unknown dataset, an unwritable `--out`, a negative seed)
-give a one-line error on stderr and exit status 2; the demo itself lives in
+Bad arguments (an unknown dataset, an unwritable or empty `--out`, a
+negative seed) give a one-line error on stderr and exit status 2; a missing
+`demo` extra (scikit-learn, matplotlib) gives one line naming
+`pip install "kreg[demo]"` and exit status 1. The demo itself lives in
 `kreg.demo`.
 """
 
@@ -72,7 +74,8 @@ def main(argv=None):
         argv: list of str or None, default None (`sys.argv[1:]`).
 
     Returns:
-        int: 0 on success, 2 for bad arguments.
+        int: 0 on success, 2 for bad arguments, 1 when the demo's packages
+        (the `demo` extra) are missing.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
@@ -84,6 +87,13 @@ def main(argv=None):
         from kreg import demo
 
         try:
+            demo.require_demo_extra()
+        except demo.MissingExtraError as exc:
+            sys.stderr.write(f"kreg: error: {exc}\n")
+            return 1
+        try:
+            if not args.out:
+                raise OSError(22, "an empty path (use '.' for the current directory)")
             demo.ensure_writable_dir(args.out)
         except OSError as exc:
             reason = exc.strerror or str(exc)

@@ -42,6 +42,7 @@ import warnings
 import keras
 
 from kreg import _validation as v
+from kreg._extras import require_tensorflow
 
 __all__ = ["replica_loss", "train"]
 
@@ -49,6 +50,8 @@ __all__ = ["replica_loss", "train"]
 def _tensorflow(owner):
     backend = keras.backend.backend()
     if backend != "tensorflow":
+        # Without TensorFlow: one line naming the extra (MissingExtraError).
+        require_tensorflow(owner)
         raise RuntimeError(
             f"{owner} needs the TensorFlow backend (it is built on "
             f"tf.distribute); the Keras backend is {backend!r}. Set "
@@ -60,6 +63,8 @@ def _tensorflow(owner):
 
 
 def _per_example_loss(model, owner):
+    if not isinstance(model, keras.Model):
+        raise v.invalid_type(owner, "model", "a compiled Keras model", model)
     loss = getattr(model, "loss", None)
     if loss is None or getattr(model, "optimizer", None) is None:
         raise v.invalid_value(
@@ -71,6 +76,27 @@ def _per_example_loss(model, owner):
     fn = keras.losses.get(loss) if not callable(loss) else loss
     # A Loss object's `call` gives the unreduced, per-example values.
     return fn.call if isinstance(fn, keras.losses.Loss) else fn
+
+
+def _check_batches(model, data, name, tf):
+    """Batches of `(x, y)` or `(x, y, sample_weight)`, x of the model's shape."""
+    spec = data.element_spec
+    if not isinstance(spec, tuple) or len(spec) not in (2, 3):
+        raise v.invalid_value(
+            "train", name, "a tf.data.Dataset of (x, y) or (x, y, sample_weight) "
+            "batches", f"a dataset of {spec}")
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):  # a subclassed model: no static inputs
+        return
+    x_spec = spec[0]
+    if not inputs or len(inputs) != 1 or not isinstance(x_spec, tf.TensorSpec):
+        return
+    expected = tf.TensorShape(inputs[0].shape)
+    if not x_spec.shape.is_compatible_with(expected):
+        raise v.invalid_value(
+            "train", name, f"batches whose x has the model's input shape "
+            f"{tuple(expected.as_list())}", f"x of shape {tuple(x_spec.shape.as_list())}")
 
 
 def replica_loss(model, y, y_pred, sample_weight=None):
@@ -186,6 +212,7 @@ def train(model, dataset, *, epochs=1, validation_data=None, callbacks=None,
     """
     owner = "kreg.distribute.train"
     tf = _tensorflow(owner)
+    _per_example_loss(model, "train")  # a compiled Keras model
     epochs = v.check_int("train", "epochs", epochs, low=1)
     initial_epoch = v.check_int("train", "initial_epoch", initial_epoch, low=0)
     if verbose not in (0, 1, True, False):
@@ -196,7 +223,14 @@ def train(model, dataset, *, epochs=1, validation_data=None, callbacks=None,
                                                       tf.data.Dataset):
         raise v.invalid_type("train", "validation_data",
                              "a tf.data.Dataset or None", validation_data)
-    _per_example_loss(model, "train")  # checks that the model is compiled
+    _check_batches(model, dataset, "dataset", tf)
+    if validation_data is not None:
+        _check_batches(model, validation_data, "validation_data", tf)
+    if callbacks is not None and not (
+            isinstance(callbacks, (list, tuple))
+            and all(isinstance(c, keras.callbacks.Callback) for c in callbacks)):
+        raise v.invalid_type("train", "callbacks",
+                             "a list of Keras callbacks or None", callbacks)
     if strategy is None:
         strategy = model.distribute_strategy
     if not isinstance(strategy, tf.distribute.Strategy):
@@ -262,15 +296,26 @@ def train(model, dataset, *, epochs=1, validation_data=None, callbacks=None,
     replicas = float(strategy.num_replicas_in_sync)
 
     def run_epoch(step_fn, data):
-        total, count = 0.0, 0.0
+        """The epoch's mean loss; None (with Keras's warning) without a batch."""
+        total, count, steps = 0.0, 0.0, 0
         for step, batch in enumerate(data):
             if step_fn is train_step:
                 cbks.on_train_batch_begin(step)
             loss_sum, n = step_fn(batch)
             total += float(loss_sum)
             count += float(n)
+            steps += 1
             if step_fn is train_step:
                 cbks.on_train_batch_end(step, {"loss": _mean_loss(total, count)})
+        if not steps:
+            # As Keras's fit: a warning, and no loss in the epoch's logs (not NaN).
+            which = "dataset" if step_fn is train_step else "validation_data"
+            warnings.warn(
+                f"kreg.distribute.train: `{which}` gave no batch in epoch "
+                f"{epoch + 1}, so its loss is not in the logs. Your input ran "
+                "out of data: make sure the dataset is not empty (and repeats "
+                "if you need several epochs of it).", stacklevel=3)
+            return None
         return _mean_loss(total, count)
 
     def _mean_loss(total, count):
@@ -290,9 +335,14 @@ def train(model, dataset, *, epochs=1, validation_data=None, callbacks=None,
     cbks.on_train_begin()
     for epoch in range(initial_epoch, epochs):
         cbks.on_epoch_begin(epoch)
-        logs = {"loss": run_epoch(train_step, train_data)}
+        logs = {}
+        loss = run_epoch(train_step, train_data)
+        if loss is not None:
+            logs["loss"] = loss
         if val_data is not None:
-            logs["val_loss"] = run_epoch(test_step, val_data)
+            val_loss = run_epoch(test_step, val_data)
+            if val_loss is not None:
+                logs["val_loss"] = val_loss
         cbks.on_epoch_end(epoch, logs)
         # One decision for all workers: stop if any worker's callbacks say so.
         model.stop_training = bool(any_worker(bool(model.stop_training)))

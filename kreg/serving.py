@@ -50,10 +50,12 @@ predictions from the SavedModel.
 """
 
 import os
+import shutil
 
 import keras
 
 from kreg import _validation as v
+from kreg._extras import require_tensorflow
 
 OWNER = "export"
 SIGNATURES = ("serve", "serve_mc", "serve_mc_seeded")
@@ -66,9 +68,15 @@ _USER_BITS = 32
 
 
 def check_tensorflow(owner):
-    """Raise kreg's error unless Keras runs on the TensorFlow backend."""
+    """Raise kreg's error unless Keras runs on the TensorFlow backend.
+
+    Without TensorFlow installed: a one-line `kreg._extras.MissingExtraError`
+    (a ModuleNotFoundError) naming `pip install "kreg[tensorflow]"`; with it,
+    on another backend: kreg's ValueError for the argument `backend`.
+    """
     backend = keras.backend.backend()
     if backend != "tensorflow":
+        require_tensorflow(f"kreg.{owner}")
         raise ValueError(
             v.error_message(
                 owner, "backend",
@@ -97,8 +105,37 @@ def _input_signature(model, input_signature):
             ) from None
     elif not isinstance(input_signature, (list, tuple)):
         input_signature = [input_signature]
-    return [keras.tree.map_structure(make_tf_tensor_spec, s)
-            for s in input_signature]
+    try:
+        specs = [keras.tree.map_structure(make_tf_tensor_spec, s)
+                 for s in input_signature]
+    except (TypeError, ValueError) as err:
+        raise type(err)(v.error_message(
+            OWNER, "input_signature",
+            "None or a list of keras.InputSpec (with shape and dtype) or "
+            f"tf.TensorSpec [{err}]", input_signature)) from None
+    _check_shapes(model, specs)
+    return specs
+
+
+def _check_shapes(model, specs):
+    """A given signature must fit the model's inputs (when it has static ones)."""
+    try:
+        inputs = keras.tree.flatten(model.inputs)
+    except (AttributeError, ValueError):  # a subclassed model: nothing to compare
+        return
+    given = keras.tree.flatten(specs)
+    if not inputs or len(given) != len(inputs):
+        return
+    for spec, tensor in zip(given, inputs):
+        expected = tuple(tensor.shape)
+        shape = spec.shape
+        fits = shape.rank == len(expected) and all(
+            a is None or b is None or a == b for a, b in zip(shape.as_list(), expected))
+        if not fits:
+            raise v.invalid_value(
+                OWNER, "input_signature", "specs of the shapes the model's inputs "
+                f"accept ({', '.join(str(tuple(t.shape)) for t in inputs)})",
+                [tuple(s.shape.as_list()) for s in given])
 
 
 def _xlogx(p):
@@ -228,8 +265,31 @@ def _endpoints(model, mc_samples, task, input_signature=None):
     return endpoints, specs
 
 
+def _check_target(path, overwrite):
+    """Validate the SavedModel directory `path`; returns it as a str."""
+    path = os.fsdecode(os.fspath(path))
+    if not path:
+        raise v.invalid_value(
+            OWNER, "path", "a non-empty path (the SavedModel directory to write; "
+            "'./name' for one in the current directory)", path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise v.invalid_value(OWNER, "path", "a directory path (a file exists there)",
+                              path)
+    if os.path.isdir(path) and os.listdir(path):
+        if not overwrite:
+            raise v.invalid_value(
+                OWNER, "path", "a new or empty directory (it holds files: "
+                "pass overwrite=True to replace a SavedModel written there)", path)
+        if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+            raise v.invalid_value(
+                OWNER, "path", "a new or empty directory, or with overwrite=True "
+                "a SavedModel directory (it holds files but no saved_model.pb: "
+                "kreg does not delete it)", path)
+    return path
+
+
 def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
-           verbose=False):
+           verbose=False, overwrite=False):
     """Write a TensorFlow SavedModel with deterministic and Monte Carlo signatures.
 
     The SavedModel (written by `keras.export.ExportArchive`) runs without
@@ -260,6 +320,12 @@ def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
         input_signature: None (default: taken from the model) or a list of
             `keras.InputSpec`/`tf.TensorSpec`, as in `model.export`.
         verbose: bool, default False. Print the signatures written.
+        overwrite: bool, default False. Whether to replace a SavedModel
+            already at `path`. Without it a non-empty directory at `path` is
+            an error (Keras's `model.export` would mix the new files with
+            the old ones); with it the old SavedModel directory (one holding
+            `saved_model.pb`) is removed just before the new one is written.
+            A non-empty directory that is not a SavedModel is never removed.
 
     Returns:
         None. The SavedModel is written to `path`.
@@ -301,6 +367,8 @@ def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
     mc_samples = v.check_int(OWNER, "mc_samples", mc_samples, low=1)
     task = v.check_option(OWNER, "task", task, ("auto", "classification", "regression"))
     verbose = v.check_bool(OWNER, "verbose", verbose)
+    overwrite = v.check_bool(OWNER, "overwrite", overwrite)
+    path = _check_target(path, overwrite)
 
     import tensorflow as tf
 
@@ -311,4 +379,6 @@ def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
     archive.add_endpoint("serve_mc", endpoints["serve_mc"], specs)
     archive.add_endpoint("serve_mc_seeded", endpoints["serve_mc_seeded"],
                          specs + [tf.TensorSpec([], tf.int64, name="seed")])
-    archive.write_out(os.fspath(path), verbose=verbose)
+    if os.path.isdir(path) and os.listdir(path):  # a SavedModel, overwrite=True
+        shutil.rmtree(path)
+    archive.write_out(path, verbose=verbose)

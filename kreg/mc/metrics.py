@@ -308,3 +308,124 @@ def risk_coverage(confidence, correct):
     errors = before[run] + (k - starts[run]) * (cum - before)[run] / (ends - starts + 1)[run]
     risk = errors / k
     return k / n, risk, float(risk.mean())
+def interval_calibration_error(mean, variance, y, levels=None):
+    """Calibration error of Gaussian central prediction intervals.
+
+    For each nominal level q in `levels` the interval
+    `mean +- z_q * sqrt(variance)` (z_q the standard normal quantile of
+    `0.5 + q / 2`) should contain a fraction q of the targets; the error is
+    the mean over levels of |observed fraction - q|, the regression analogue
+    of the expected calibration error (Kuleshov et al. compare nominal and
+    observed frequencies the same way).
+
+    Args:
+        mean: array (N,) or (N, 1), the predictive means.
+        variance: array of the same size, the predictive variances (> 0;
+            for Gal's MC predictions, the sample variance plus `1 / tau`).
+        y: array of the same size, the targets.
+        levels: None (default: `0.05, 0.10, ..., 0.95`) or a sequence of
+            nominal levels in (0, 1).
+
+    Returns:
+        `(error, levels, observed)`: a float in [0, 1] and two float64
+        arrays of the nominal and observed coverage per level.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kreg.mc.metrics import interval_calibration_error
+    >>> y = np.random.default_rng(0).standard_normal(20000)
+    >>> err, levels, observed = interval_calibration_error(
+    ...     np.zeros_like(y), np.ones_like(y), y)
+    >>> err < 0.01, len(levels)
+    (True, 19)
+    >>> interval_calibration_error([0.0], [1.0], [0.5], levels=[0.5])[0]  # |1 - 0.5|
+    0.5
+
+    References:
+        Kuleshov, Fenner & Ermon, "Accurate Uncertainties for Deep Learning
+        Using Calibrated Regression", ICML 2018.
+    """
+    from statistics import NormalDist
+
+    from kreg import _validation as v
+
+    owner = "interval_calibration_error"
+    if levels is None:
+        levels = np.round(np.arange(0.05, 1.0, 0.05), 2)
+    levels = np.asarray(levels, "float64").ravel()
+    if levels.size == 0 or not np.all((levels > 0) & (levels < 1)):
+        raise v.invalid_value(owner, "levels", "nominal levels in (0, 1)",
+                              levels.tolist())
+    mean = np.asarray(mean, "float64").ravel()
+    variance = np.asarray(variance, "float64").ravel()
+    y = np.asarray(y, "float64").ravel()
+    if not mean.size:
+        raise v.invalid_value(owner, "mean", "at least one prediction", mean.tolist())
+    if variance.size != mean.size or y.size != mean.size:
+        raise v.invalid_value(
+            owner, "y", f"mean, variance and y of one size ({mean.size})",
+            f"sizes {mean.size}, {variance.size}, {y.size}")
+    if not np.all(np.isfinite(variance)) or np.any(variance <= 0):
+        raise v.invalid_value(owner, "variance", "finite values > 0",
+                              float(variance.min()) if variance.size else None)
+    std = np.sqrt(variance)
+    normal = NormalDist()
+    z = np.array([normal.inv_cdf(0.5 + q / 2) for q in levels])
+    inside = np.abs(y - mean)[None, :] <= z[:, None] * std[None, :]
+    observed = inside.mean(axis=1)
+    return float(np.mean(np.abs(observed - levels))), levels, observed
+
+
+#: The grid of `select_tau`: 241 values from 1e-2 to 1e3, evenly spaced in log.
+TAU_GRID = np.geomspace(1e-2, 1e3, 241)
+
+
+def select_tau(samples, y, taus=None):
+    """Gal & Ghahramani's model precision `tau` chosen on validation data.
+
+    The `tau` in `taus` that maximizes the mean MC test log-likelihood
+    (`gaussian_log_likelihood`) of the validation targets, as Gal &
+    Ghahramani select it on a validation split (the first maximum on a
+    tie). Score the test split with the chosen value
+    (`regression_scores(samples_test, y_test, tau)` or
+    `MCPredictor.evaluate(..., tau=tau)`).
+
+    Args:
+        samples: array (T, N, ...), predictions on the validation inputs
+            (T = 1 for a deterministic model).
+        y: array (N, ...), the validation targets.
+        taus: None (default: `TAU_GRID`, 1e-2 to 1e3 in 241 log steps) or a
+            sequence of candidate values > 0.
+
+    Returns:
+        The chosen tau as a float.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kreg.mc.metrics import select_tau
+    >>> y = np.random.default_rng(0).normal(scale=0.5, size=5000)
+    >>> round(select_tau(np.zeros((1, 5000)), y), 1)  # 1 / var(y) = 4
+    4.0
+
+    References:
+        Gal & Ghahramani, "Dropout as a Bayesian Approximation", ICML 2016,
+        section 5.3 and appendix (tau found by grid search on validation data).
+    """
+    from kreg import _validation as v
+
+    owner = "select_tau"
+    taus = TAU_GRID if taus is None else np.asarray(taus, "float64").ravel()
+    if taus.size == 0 or not np.all(np.isfinite(taus)) or np.any(taus <= 0):
+        raise v.invalid_value(owner, "taus", "a non-empty sequence of values > 0",
+                              taus.tolist())
+    s = np.asarray(samples, "float64")
+    if s.ndim < 2 or s.shape[0] == 0 or s.shape[1] == 0:
+        raise v.invalid_value(owner, "samples", "an array (T, N, ...) with T, N >= 1",
+                              f"shape {s.shape}")
+    if np.asarray(y).size != s[0].size:
+        raise v.invalid_value(owner, "y", f"{s[0].size} targets (one per prediction)",
+                              f"shape {np.asarray(y).shape}")
+    ll = [gaussian_log_likelihood(s, y, t).mean() for t in taus]
+    return float(taus[int(np.argmax(ll))])

@@ -277,7 +277,7 @@ def train_technique(technique, data, cfg, *, epochs, patience, mc_samples, seed=
     stats = kernel_statistics(model)
     row.update(
         epochs=len(hist["loss"]),
-        best_epoch=None if stopper is None or stopper.best_epoch is None
+        best_epoch=None if stopper is None or stopper.best is None
         else stopper.best_epoch + 1,
         sparsity=stats["sparsity"],
         penalty=stats["penalty"],

@@ -42,24 +42,12 @@ demo: $(VENV)/.demo-installed
 lint: venv
 	$(PY) -m ruff check .
 
-# `make test`: the whole suite on TensorFlow (the default backend), then the
-# backend-neutral modules (layers, penalties, initializers, callbacks, the MC
-# predictor and joint sampling, acquisition, saving and serialization, the
-# public API, every docstring example) on JAX and on PyTorch. Left out of
-# BACKEND_TESTS, run in the TensorFlow pass only: the README, notebook and
-# claims checks (test_docs.py, test_notebooks.py, test_mc_claims.py) and the
-# SavedModel export (test_export.py and the examples of kreg/serving.py,
-# ignored below). Tests that need TensorFlow
-# (test_distribute.py, marked tf_only) and the cross-backend .keras chain (in
-# test_backends.py; it starts every backend itself) are in the list and skip,
-# with their reason, on the other backends.
-BACKEND_TESTS := kreg tests/test_dropout.py tests/test_dropconnect.py \
-	tests/test_regularizers.py tests/test_initializers.py \
-	tests/test_early_stopping.py tests/test_regularization_monitor.py \
-	tests/test_mc_predictor.py tests/test_joint.py tests/test_acquisition.py \
-	tests/test_saving.py tests/test_serialization.py tests/test_public_api.py \
-	tests/test_backends.py tests/test_distribute.py
-
+# `make test`: lint, Keras's own tests with kreg's classes, then the whole
+# suite (tests/ and every docstring example in kreg/) on TensorFlow, the
+# default backend, and again on JAX and on PyTorch. Tests that need
+# TensorFlow itself, or that run once on purpose (notebooks, the demo, the
+# README), are marked `tf_only` and skip on the other backends with their
+# reason (tests/conftest.py); there is no hand-kept list of files here.
 test: venv lint test-keras-spec test-tensorflow test-jax test-torch
 
 # Keras's own unit tests for Dropout, the L1/L2/L1L2 regularizers and
@@ -75,7 +63,7 @@ test-tensorflow: venv
 	KERAS_BACKEND=tensorflow $(PY) -m pytest kreg tests
 
 test-jax test-torch: test-%: venv
-	KERAS_BACKEND=$* $(PY) -m pytest --ignore=kreg/serving.py $(BACKEND_TESTS)
+	KERAS_BACKEND=$* $(PY) -m pytest kreg tests
 
 bench: venv
 	$(PY) benchmarks/run_all.py

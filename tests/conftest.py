@@ -45,12 +45,17 @@ def fresh_python():
 
 
 # ----------------------------------------------------------------------------
-# Backends. `make test` runs the whole suite on TensorFlow, then the
-# backend-neutral modules (see BACKEND_TESTS in the Makefile) under
-# KERAS_BACKEND=jax and KERAS_BACKEND=torch. A test (or a module, through
-# `pytestmark = pytest.mark.tf_only`) that needs TensorFlow itself (tf.distribute,
-# SavedModel export, tf.data) carries the `tf_only` marker and is skipped there.
+# Backends. `make test` runs the whole suite (tests/ and the doctests in kreg/)
+# on TensorFlow, then again under KERAS_BACKEND=jax and KERAS_BACKEND=torch.
+# A test (or a module, through `pytestmark = pytest.mark.tf_only(reason=...)`)
+# that needs TensorFlow itself (tf.distribute, SavedModel export, tf.data) or
+# runs once on purpose (notebooks, the demo) carries the `tf_only` marker and
+# is skipped there, with its reason. The doctests of kreg's TensorFlow-only
+# modules (TF_ONLY_MODULES) are skipped the same way.
 # ----------------------------------------------------------------------------
+TF_ONLY_MODULES = ("kreg/serving.py", "kreg/distribute.py")
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
@@ -67,6 +72,8 @@ def pytest_collection_modifyitems(config, items):
         return
     for item in items:
         marker = item.get_closest_marker("tf_only")
+        if marker is None and item.path.as_posix().endswith(TF_ONLY_MODULES):
+            marker = pytest.mark.tf_only(reason="a TensorFlow-only module").mark
         if marker is not None:
             why = marker.kwargs.get("reason", "tf.distribute / TF APIs")
             item.add_marker(pytest.mark.skip(

@@ -12,6 +12,9 @@ import pytest
 from kreg import cli
 from kreg import demo
 
+pytestmark = pytest.mark.tf_only(
+    reason="the demo (make demo) runs on TensorFlow")
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TECHNIQUE_KEYS = [t.key for t in demo.TECHNIQUES]
 STOCHASTIC = {"dropout", "dropconnect", "dropout_l2_es"}

@@ -3,6 +3,11 @@
 import pathlib
 import re
 
+import pytest
+
+pytestmark = pytest.mark.tf_only(
+    reason="the README's examples include a SavedModel export")
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 

@@ -13,6 +13,9 @@ import time
 
 import pytest
 
+pytestmark = pytest.mark.tf_only(
+    reason="the examples run on TensorFlow; serve_saved_model exports a SavedModel")
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 

@@ -22,6 +22,9 @@ from kreg.mc._graph import split_model
 from kreg.serving import _endpoints
 from kreg.serving import _summary
 
+pytestmark = pytest.mark.tf_only(
+    reason="SavedModel export is TensorFlow's")
+
 T = 200  # Monte Carlo samples of the exported classifier
 N = 8
 

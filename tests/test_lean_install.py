@@ -17,8 +17,12 @@ import textwrap
 
 import pytest
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
-                                reason="needs JAX (the backend of the lean process)")
+pytestmark = [
+    pytest.mark.skipif(importlib.util.find_spec("jax") is None,
+                       reason="needs JAX (the backend of the lean process)"),
+    # It starts its own JAX process; once, in the TensorFlow pass, is enough.
+    pytest.mark.tf_only(reason="starts its own JAX process without TensorFlow"),
+]
 
 BLOCKER = """
 import importlib.abc, sys

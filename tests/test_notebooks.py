@@ -21,6 +21,9 @@ pytest.importorskip("ipykernel")
 
 import kreg  # noqa: E402
 
+pytestmark = pytest.mark.tf_only(
+    reason="the notebooks run on TensorFlow, the default backend, and assert measured claims")
+
 NOTEBOOK_DIR = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 KERNEL_NAME = "kreg-notebooks"

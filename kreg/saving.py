@@ -120,6 +120,19 @@ def load_model(filepath, **kwargs):
 
     if not isinstance(filepath, (str, os.PathLike)):
         raise v.invalid_type("load_model", "filepath", "a str or path-like", filepath)
+    known = ("custom_objects", "compile", "safe_mode")
+    for name in kwargs:
+        if name not in known:
+            raise TypeError(v.error_message(
+                "load_model", name, "one of the keyword arguments "
+                + ", ".join(f"`{k}`" for k in known), kwargs[name]))
+    for name in ("compile", "safe_mode"):
+        if name in kwargs:
+            v.check_bool("load_model", name, kwargs[name])
+    if kwargs.get("custom_objects") is not None and not isinstance(
+            kwargs["custom_objects"], dict):
+        raise v.invalid_type("load_model", "custom_objects", "a dict or None",
+                             kwargs["custom_objects"])
     try:
         return keras.models.load_model(filepath, **kwargs)
     except TypeError as err:

@@ -240,7 +240,16 @@ ROWS = [
     ("load_model-not-a-model", lambda c: kreg.load_model(c["root"] / "a-file"), ValueError,
      r"^File format not supported: filepath=.*a-file\. "),
     ("load_model-unknown-keyword", lambda c: kreg.load_model(c["root"] / "ok.keras", bogus=1),
-     TypeError, r"unexpected keyword argument 'bogus'"),
+     TypeError, kreg_error("load_model", "bogus") + "one of the keyword arguments"),
+    ("load_model-compile-str", lambda c: kreg.load_model(c["root"] / "ok.keras",
+                                                         compile="yes"),
+     TypeError, kreg_error("load_model", "compile") + "a bool"),
+    ("load_model-safe_mode-None", lambda c: kreg.load_model(c["root"] / "ok.keras",
+                                                            safe_mode=None),
+     TypeError, kreg_error("load_model", "safe_mode") + "a bool"),
+    ("load_model-custom_objects-list", lambda c: kreg.load_model(
+        c["root"] / "ok.keras", custom_objects=[1]),
+     TypeError, kreg_error("load_model", "custom_objects") + "a dict or None"),
     # kreg.demo.run (checked before any training) -----------------------------
     ("demo-dataset-unknown", lambda c: run_demo(c, dataset="iris"), ValueError,
      kreg_error(D, "dataset") + "one of 'digits', 'breast_cancer', 'diabetes'"),

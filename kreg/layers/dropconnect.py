@@ -66,11 +66,11 @@ def _drop(values, keep, keep_prob):
 def _example_matmul(x3, kernel, seeds, keep_prob, chunk):
     """`y[b] = x3[b] @ (kernel * M_b / keep_prob)`, one mask M_b per example.
 
-    `x3` is (batch, S, in). The masks of the whole batch are drawn at once
-    (from `seeds(1)`) and kept, as booleans, for the backward pass (as Wan et
-    al. kept theirs as bits): `batch x in x out` bytes, drawn once per step.
-    The masked products are computed `chunk` examples at a time, so the
-    float32 temporaries stay a few `chunk x in x out` tensors.
+    `x3` is (batch, S, in). The batch is processed `chunk` examples at a
+    time (chunk `k` draws its masks from `seeds(1 + k)`), so the float32
+    temporaries stay a few `chunk x in x out` tensors; the masks are drawn
+    once and kept, as booleans, for the backward pass (as Wan et al. kept
+    theirs as bits): `batch x in x out` bytes per call.
     """
     in_dim, out_dim = kernel.shape
     shape = ops.shape(x3)
@@ -85,15 +85,17 @@ def _example_matmul(x3, kernel, seeds, keep_prob, chunk):
     # batch of 0 rows gives 0 rows.
     xs = ops.pad(x3, [[0, n * c - batch], [0, 0], [0, 0]])
     xs = ops.reshape(xs, (n, c, length, in_dim))
-    keeps = keep_mask((n, c, in_dim, out_dim), keep_prob, seeds(1))
+    index = ops.arange(n, dtype="int32")
 
     @ops.custom_gradient
     def masked_matmul(xs, kernel):
         def forward(args):
-            xk, keep = args
-            return ops.matmul(xk, _drop(kernel, keep, keep_prob))
+            xk, k = args
+            keep = keep_mask((c, in_dim, out_dim), keep_prob, seeds(1 + k))
+            return ops.matmul(xk, _drop(kernel, keep, keep_prob)), keep
 
-        ys = ops.map(forward, (xs, keeps))
+        # The masks (n, c, in, out) come out of the loop for the backward pass.
+        ys, keeps = ops.map(forward, (xs, index))
 
         def grad(*args, upstream=None):
             if upstream is None:

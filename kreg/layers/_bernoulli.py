@@ -84,6 +84,7 @@ def _seed_tensor(seed):
 def _tensorflow_words(count, seed):
     import tensorflow as tf
 
+    seed = _seed_tensor(seed)
     if seed.dtype != tf.int32:  # as Keras's TF backend: stateless ops want int32
         seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
     return tf.random.stateless_uniform(
@@ -94,7 +95,7 @@ def _tensorflow_words(count, seed):
 def _jax_words(count, seed):
     import jax
 
-    return jax.random.bits(seed, (count,), "uint32")
+    return jax.random.bits(_seed_tensor(seed), (count,), "uint32")
 
 
 def _torch_fill(words, seed):
@@ -103,9 +104,7 @@ def _torch_fill(words, seed):
 
     from kreg.layers.base import _mix32  # the seed-pair hash, written once
 
-    if words.device.type == "meta":  # symbolic shape inference: no generator
-        return words
-    first, second = (int(s) for s in seed.reshape(-1)[:2].tolist())
+    first, second = (int(s) for s in _seed_tensor(seed).reshape(-1)[:2].tolist())
     generator = torch.Generator(device=words.device)
     generator.manual_seed(_mix32(_mix32(first) ^ (second * 0x9E3779B1)))
     # from=-2**63, to=None: every int64 value, i.e. 64 uniform random bits.
@@ -123,8 +122,13 @@ def _torch_filler():
 def _torch_words(count, seed):
     import torch
 
-    words = torch.empty(((count + 1) // 2,), dtype=torch.int64, device=seed.device)
-    return _torch_filler()(words, seed).view(torch.int32)[:count]
+    # Keras's device; "meta" while Keras infers shapes symbolically, where no
+    # generator exists and the seed is not drawn (as in Keras's own ops).
+    device = ops.convert_to_tensor(0).device
+    words = torch.empty(((count + 1) // 2,), dtype=torch.int64, device=device)
+    if device.type != "meta":
+        words = _torch_filler()(words, seed)
+    return words.view(torch.int32)[:count]
 
 
 _WORDS = {"tensorflow": _tensorflow_words, "jax": _jax_words,
@@ -141,12 +145,12 @@ def random_words(count, seed):
     Returns:
         A 1D tensor of `count` 32-bit integers whose bits are uniform.
     """
-    seed = _seed_tensor(seed)
     words = _WORDS.get(keras.backend.backend())
     if words is None:  # another backend: Keras's integer draw (its range
         # stops at 2**31 - 2, a bias of 2**-32 per word)
         return keras.random.randint((count,), -(2**31), 2**31 - 1,
-                                    seed=_Fixed(seed), dtype="int32")
+                                    seed=_Fixed(_seed_tensor(seed)),
+                                    dtype="int32")
     return words(count, seed)
 
 

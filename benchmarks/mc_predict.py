@@ -91,6 +91,26 @@ def run_speed(repeats=5):
     return rows
 
 
+def flop_bound(repeats=5, size=2048):
+    """FLOPs of kreg's MC predict (prefix shared) and this run's matmul rate.
+
+    The layers before the first dropout run once (2 N 784 512 FLOPs), the rest
+    once per sample (T x 2 N (512 512 + 512 10)). The rate is the median of
+    `size`-square float32 matmuls compiled like kreg's predict.
+    """
+    import numpy as np
+    from keras import ops
+
+    from kreg._compile import compile_inference
+
+    flops = 2 * N * 784 * 512 + T * 2 * N * (512 * 512 + 512 * 10)
+    a = ops.convert_to_tensor(
+        np.random.default_rng(1).normal(size=(size, size)).astype("float32"))
+    matmul = compile_inference(ops.matmul, [])
+    ms = timeit(lambda: sync(matmul(a, a)), repeats=repeats)
+    return flops, 2 * size**3 / (ms * 1e-3) / 1e9
+
+
 _MEMORY_CHILD = r"""
 import os, sys, json, resource
 sys.path.insert(0, {bench!r})
@@ -149,6 +169,13 @@ def main(argv=None):
     print(f"\nkreg vs (a): {ratios['speedup_vs_eager_loop']:.2f}x faster (target >= 6)")
     print(f"kreg vs (c): {ratios['speedup_vs_tiled']:.2f}x faster (target >= 1.5)")
     print(f"joint / independent: {ratios['joint_over_independent']:.2f} (target <= 1.10)")
+    flops, gflops = flop_bound(repeats=3 if args.quick else 7)
+    bound_ms = flops / (gflops * 1e9) * 1e3
+    ratios["mc_over_flop_bound"] = d / bound_ms
+    print(f"kreg MC / FLOP bound: {d:.1f} ms / {bound_ms:.1f} ms = "
+          f"{ratios['mc_over_flop_bound']:.2f} ({flops / 1e9:.2f} GFLOP with the "
+          f"prefix shared, at the {gflops:.0f} GFLOP/s of a 2048^2 matmul "
+          f"measured in this run; goal <= 1.5)")
     result = {"machine": info, "ms": speed, "ratios": ratios}
     if not args.no_memory:
         mem, n = run_memory()

@@ -31,12 +31,16 @@ from _common import machine  # noqa: E402
 
 # The benchmarks the README reports; a missing one is listed, never skipped
 # silently.
-EXPECTED = ("dropout.py", "dropconnect.py", "mc_predict.py", "import_time.py")
+EXPECTED = ("dropout.py", "dropconnect.py", "mc_predict.py", "import_time.py",
+            "masks.py")
 # Targets of benchmarks whose main() does not return them.
 KNOWN_TARGETS = {
     "speedup_vs_eager_loop": ">= 6",
     "speedup_vs_tiled": ">= 1.5",
     "joint_over_independent": "<= 1.10",
+    "mc_over_flop_bound": "<= 1.5",
+    "dropconnect_mask_example_step_over_dense_dropout": "<= 10",
+    "dropconnect_mask_example_peak_rss_gib": "<= 1",
 }
 # Arguments in --quick mode (default: --quick).
 QUICK_ARGS = {"mc_predict.py": ["--quick", "--no-memory"], "dropconnect.py": ["--rounds", "3"]}
@@ -53,6 +57,9 @@ def _dropconnect_ratios(result):
                          if name.startswith("DropConnect") else name.lower()).strip("_")
             ratios[f"{key}_step_over_dense_dropout"] = ms / dropout
     ratios["gaussian_256_over_mean_inference"] = forward["gaussian"] / forward["mean"]
+    memory = result.get("memory", {}).get("dropconnect-example")
+    if memory:  # not a ratio: the process's peak, against the 1 GiB target
+        ratios["dropconnect_mask_example_peak_rss_gib"] = memory["peak_mib"] / 1024
     return ratios
 
 

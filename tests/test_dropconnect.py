@@ -549,7 +549,9 @@ def test_sample_inference_draws_fresh_masks():
 # ----------------------------------------------------------------------------
 @pytest.mark.parametrize("mask", ["batch", "example"])
 def test_gradients_flow_only_through_kept_weights(mask):
-    in_dim, units, keep = 6, 5, 0.5
+    # 120 weights: some are dropped in all 5 examples (each with chance 1/32),
+    # whatever the mask stream, so the last check is not vacuous.
+    in_dim, units, keep = 6, 20, 0.5
     layer = ones_dense(units, in_dim, mask=mask, seed=3, example_chunk=2)
     probe = np.concatenate([np.eye(in_dim), np.zeros((1, in_dim))]).astype(
         "float32")  # rows: W*M/p + b*m/p, and b*m/p alone
@@ -648,6 +650,21 @@ def test_joint_samples_are_chunk_invariant(make, shape):
 # ----------------------------------------------------------------------------
 # Training, saving
 # ----------------------------------------------------------------------------
+@pytest.mark.parametrize("mask", ["batch", "example"])
+@pytest.mark.parametrize("shape", [(0, 4), (0, 2, 4)])
+def test_empty_batch_gives_empty_output(mask, shape):
+    # mask="example" on 0 rows used to fail (a StridedSlice of an empty batch).
+    layer = dense(3, 4, mask=mask, seed=1, example_chunk=2)
+    x = np.zeros(shape, "float32")
+    for training in (True, False):
+        assert tuple(layer(x, training=training).shape) == shape[:-1] + (3,)
+    with sampling(tiles=2):
+        assert tuple(layer(x).shape) == shape[:-1] + (3,)
+    out, grads = value_and_grads(
+        lambda: (keras.ops.sum(layer(x, training=True)), None), layer.weights)
+    assert all(np.all(as_np(g) == 0) for g in grads)
+
+
 def test_fit_with_example_masks_and_partial_batches():
     rng = np.random.RandomState(0)
     x = rng.randn(45, 6).astype("float32")

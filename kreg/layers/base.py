@@ -21,6 +21,7 @@ from keras import ops
 from keras.src.backend import random_seed_dtype
 
 from kreg import _validation as v
+from kreg.layers import _bernoulli
 
 SEED_STATE_KEY = "seed_generator_state"
 MAX_SAMPLING_LAYERS = 127
@@ -201,6 +202,20 @@ class StochasticLayer(keras.layers.Layer):
     def is_stochastic(self):
         """True when the layer draws masks (rate > 0)."""
         return self.rate > 0.0
+
+    def keep_mask(self, shape, seed):
+        """A bool mask of `shape`, True with probability `keep_prob`.
+
+        kreg's one mask primitive (`kreg.layers._bernoulli.keep_mask`): two
+        mask elements per 32-bit random word, `keep_prob` quantized to 2**-16
+        (2**-32 for keep probabilities or rates under 2**-7). Every random
+        mask of a stochastic layer is drawn through this.
+
+        Args:
+            shape: tuple of ints (or scalar tensors when traced).
+            seed: a `keras.random.SeedGenerator` or `TensorSeed`, drawn once.
+        """
+        return _bernoulli.keep_mask(shape, self.keep_prob, seed)
 
     def training_seed(self):
         """The seed for a training-time draw (advances the generator).

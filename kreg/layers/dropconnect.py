@@ -12,6 +12,7 @@ import keras
 from keras import ops
 
 from kreg import _validation as v
+from kreg.layers._bernoulli import keep_mask
 from kreg.layers.base import DEFAULT_RATE
 from kreg.layers.base import StochasticLayer
 from kreg.layers.base import TensorSeed
@@ -20,8 +21,8 @@ from kreg.layers.base import current_sampling
 MASKS = ("batch", "example")
 INFERENCES = ("mean", "gaussian", "sample")
 
-#: Default size of the per-example weight masks of one chunk (mask="example").
-EXAMPLE_CHUNK_BYTES = 2**20
+#: Default size of the masked float32 kernels of one chunk (mask="example").
+EXAMPLE_CHUNK_BYTES = 2**23
 #: Gaussian inference evaluates the activation on this many draws at a time.
 GAUSSIAN_BLOCK = 32
 
@@ -56,11 +57,6 @@ class _SeedSplitter:
         return TensorSeed(ops.cast(ops.add(self._base, offset), self._dtype))
 
 
-def _keep(shape, seed, keep_prob):
-    """A boolean Bernoulli(keep_prob) mask of `shape`."""
-    return keras.random.uniform(shape, seed=seed, dtype="float32") < keep_prob
-
-
 def _drop(values, keep, keep_prob):
     """`values / keep_prob` where `keep`, else 0 (inverted scaling)."""
     scaled = values * ops.cast(1.0 / keep_prob, values.dtype)
@@ -70,33 +66,36 @@ def _drop(values, keep, keep_prob):
 def _example_matmul(x3, kernel, seeds, keep_prob, chunk):
     """`y[b] = x3[b] @ (kernel * M_b / keep_prob)`, one mask M_b per example.
 
-    `x3` is (batch, S, in). The batch is processed `chunk` examples at a time,
-    and the masks are regenerated from their seeds in the backward pass, so
-    memory stays bounded by a few `chunk x in x out` tensors whatever the
-    batch size. Chunk `k` uses the seed `seeds(1 + k)`.
+    `x3` is (batch, S, in). The batch is processed `chunk` examples at a
+    time (chunk `k` draws its masks from `seeds(1 + k)`), so the float32
+    temporaries stay a few `chunk x in x out` tensors; the masks are drawn
+    once and kept, as booleans, for the backward pass (as Wan et al. kept
+    theirs as bits): `batch x in x out` bytes per call.
     """
     in_dim, out_dim = kernel.shape
     shape = ops.shape(x3)
     batch, length = shape[0], shape[1]
     if isinstance(batch, int):
         c = max(1, min(chunk, batch))
+        n = max(1, -(-batch // c))
     else:
         c = ops.maximum(ops.minimum(chunk, batch), 1)
-    n = (batch + c - 1) // c
+        n = ops.maximum((batch + c - 1) // c, 1)
+    # At least one chunk (of padding when the batch is empty), so that a
+    # batch of 0 rows gives 0 rows.
     xs = ops.pad(x3, [[0, n * c - batch], [0, 0], [0, 0]])
     xs = ops.reshape(xs, (n, c, length, in_dim))
     index = ops.arange(n, dtype="int32")
-
-    def mask(k):
-        return _keep((c, in_dim, out_dim), seeds(1 + k), keep_prob)
 
     @ops.custom_gradient
     def masked_matmul(xs, kernel):
         def forward(args):
             xk, k = args
-            return ops.matmul(xk, _drop(kernel, mask(k), keep_prob))
+            keep = keep_mask((c, in_dim, out_dim), keep_prob, seeds(1 + k))
+            return ops.matmul(xk, _drop(kernel, keep, keep_prob)), keep
 
-        ys = ops.map(forward, (xs, index))
+        # The masks (n, c, in, out) come out of the loop for the backward pass.
+        ys, keeps = ops.map(forward, (xs, index))
 
         def grad(*args, upstream=None):
             if upstream is None:
@@ -104,16 +103,19 @@ def _example_matmul(x3, kernel, seeds, keep_prob, chunk):
 
             def body(k, carry):
                 dkernel, dxs = carry
-                keep = mask(k)
+                keep = ops.take(keeps, k, axis=0)
                 xk = ops.take(xs, k, axis=0)
                 gk = ops.take(upstream, k, axis=0)
-                wk = _drop(kernel, keep, keep_prob)
-                dx = ops.matmul(gk, ops.transpose(wk, (0, 2, 1)))
-                outer = ops.matmul(ops.transpose(xk, (0, 2, 1)), gk)
-                dw = ops.sum(_drop(outer, keep, keep_prob), axis=0)
+                # Transposed products through einsum: no transposed copies.
+                dx = ops.einsum("clo,cio->cli", gk,
+                                _drop(kernel, keep, keep_prob))
+                outer = ops.einsum("cli,clo->cio", xk, gk)
+                dw = ops.sum(ops.where(keep, outer, zero), axis=0) * scale
                 dxs = ops.slice_update(dxs, (k, 0, 0, 0), dx[None])
                 return dkernel + dw, dxs
 
+            zero = ops.zeros((), kernel.dtype)
+            scale = ops.cast(1.0 / keep_prob, kernel.dtype)
             dkernel, dxs = ops.fori_loop(
                 0, n, body, (ops.zeros_like(kernel), ops.zeros_like(xs))
             )
@@ -195,13 +197,13 @@ class _DropConnect(StochasticLayer):
         if self.bias is None or not self.drop_bias:
             return self.bias
         bias = ops.convert_to_tensor(self.bias)
-        return _drop(bias, _keep(ops.shape(bias), seed, self.keep_prob),
+        return _drop(bias, self.keep_mask(ops.shape(bias), seed),
                      self.keep_prob)
 
     def _batch_masked(self, inputs, seeds, index):
         """One kernel (and bias) mask, from seeds `2 * index` (+1 for bias)."""
         kernel = ops.convert_to_tensor(self.kernel)
-        keep = _keep(ops.shape(kernel), seeds(2 * index), self.keep_prob)
+        keep = self.keep_mask(ops.shape(kernel), seeds(2 * index))
         kernel = _drop(kernel, keep, self.keep_prob)
         return self._linear(inputs, kernel, self._dropped_bias(seeds(2 * index + 1)))
 
@@ -324,13 +326,14 @@ class DropConnectDense(_DropConnect, keras.layers.Dense):
       * `"batch"`: one kernel mask per call, shared by the whole batch (the
         common, cheap variant: one `in x out` mask per step).
       * `"example"`: an independent kernel mask for every example, the paper's
-        definition. It needs `batch x in x out` random draws per call, which
-        costs far more than the matmul itself (see the README's benchmark);
-        the batch is processed `example_chunk` examples at a time and the
-        masks are regenerated in the backward pass, so memory is bounded by a
-        few `example_chunk x in x out` float32 tensors per loop iteration in
-        flight (TensorFlow runs up to 10 at once), not by the batch size;
-        the price is drawing every mask twice per training step.
+        definition. It needs `batch x in x out` mask elements per call (two
+        per 32-bit random word), which costs far more than the matmul
+        itself (see the README's benchmark). The masks are drawn once per
+        call and kept as booleans for the backward pass (`batch x in x out`
+        bytes while a training step runs); the masked products are computed
+        `example_chunk` examples at a time, so the float32 temporaries are a
+        few `example_chunk x in x out` tensors per loop iteration in flight
+        (TensorFlow runs up to 10 at once), not the whole batch's.
 
     Inference (`inference`, when `training` is falsy):
       * `"mean"`: deterministic, `activation(x @ W + b)`.
@@ -370,7 +373,7 @@ class DropConnectDense(_DropConnect, keras.layers.Dense):
         drop_bias: bool, default True. Whether the bias is dropped too.
         example_chunk: int >= 1 or None, default None. Examples per chunk for
             `mask="example"`; None picks the largest chunk whose masks take at
-            most 1 MiB (`example_chunk * in * out * 4` bytes).
+            most 8 MiB (`example_chunk * in * out * 4` bytes).
         seed: int or None, default None. Seed of the layer's random stream.
         **dense_kwargs: every other `keras.layers.Dense` argument
             (`activation`, `use_bias`, initializers, regularizers,
@@ -462,7 +465,10 @@ class DropConnectDense(_DropConnect, keras.layers.Dense):
         in_dim = kernel.shape[0]
         shape = tuple(ops.shape(inputs))
         batch = shape[0]
-        x3 = ops.reshape(inputs, (batch, -1, in_dim))
+        length = 1  # positions per example (no -1: the batch may be empty)
+        for size in shape[1:-1]:
+            length = length * size
+        x3 = ops.reshape(inputs, (batch, length, in_dim))
         y = _example_matmul(x3, kernel, seeds, self.keep_prob,
                             self._chunk(in_dim))
         y = ops.reshape(y, shape[:-1] + (self.units,))
@@ -471,7 +477,7 @@ class DropConnectDense(_DropConnect, keras.layers.Dense):
         bias = ops.convert_to_tensor(self.bias)
         if not self.drop_bias:
             return y + bias
-        keep = _keep((batch, self.units), seeds(0), self.keep_prob)
+        keep = self.keep_mask((batch, self.units), seeds(0))
         bias = _drop(bias[None], keep, self.keep_prob)
         bias = ops.reshape(bias, (batch,) + (1,) * (len(shape) - 2)
                            + (self.units,))

@@ -187,13 +187,16 @@ class Dropout(StochasticLayer):
         return inputs
 
     def _drop(self, inputs, noise_shape, seed):
-        """`keras.random.dropout` with this layer's scaling rule."""
-        out = keras.random.dropout(inputs, self.rate, noise_shape=noise_shape,
-                                   seed=seed)
-        if self.scaling == "test_time":
-            # Vanilla dropout keeps units unscaled: exactly r * x.
-            out = ops.where(out != 0, inputs, ops.zeros_like(inputs))
-        return out
+        """Drop units of `inputs` with one mask of `noise_shape` from `seed`."""
+        noise = concrete_noise_shape(noise_shape, inputs)
+        return self._apply(inputs, self.keep_mask(noise, seed))
+
+    def _apply(self, inputs, keep):
+        """`inputs` where `keep` (broadcast), else 0; scaled as `scaling` says."""
+        if self.scaling == "inverted":
+            # As Keras: kept units are `inputs / keep_prob`.
+            inputs = inputs / ops.cast(self.keep_prob, inputs.dtype)
+        return ops.where(keep, inputs, ops.zeros((), inputs.dtype))
 
     def _sample(self, inputs, ctx):
         """One Monte Carlo draw per tiled sample (see `SamplingContext`)."""
@@ -210,17 +213,14 @@ class Dropout(StochasticLayer):
             # One network per sample: a mask over the feature axes, shared by
             # every input of the sample, a function of (seed, layer, t) only.
             full = (ctx.total_samples, 1) + tuple(noise[1:])
-            u = keras.random.uniform(full, seed=seed, dtype="float32")
-            u = ops.slice(u, (ctx.sample_offset,) + (0,) * (len(full) - 1),
-                          (t,) + full[1:])
+            keep = self.keep_mask(full, seed)
+            keep = ops.slice(keep, (ctx.sample_offset,) + (0,) * (len(full) - 1),
+                             (t,) + full[1:])
         else:
             # A mask shared by the inputs of a sample (noise_shape[0] fixed):
             # one per sample, so samples stay independent.
-            u = keras.random.uniform((t,) + tuple(noise), seed=seed, dtype="float32")
-        mask = ops.cast(u < self.keep_prob, inputs.dtype)
-        if self.scaling == "inverted":
-            mask = mask / ops.cast(self.keep_prob, inputs.dtype)
-        return ops.reshape(x * mask, shape)
+            keep = self.keep_mask((t,) + tuple(noise), seed)
+        return ops.reshape(self._apply(x, keep), shape)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -1,0 +1,161 @@
+"""kreg's mask primitive (kreg/layers/_bernoulli.py): quantization, keep
+fractions against the closed form, independence across elements, rows,
+draws and layers, and joint-mode masks as a function of (seed, layer, sample).
+"""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from kreg.layers import Dropout
+from kreg.layers import _bernoulli as b
+from kreg.layers.base import SamplingContext
+from kreg.layers.base import TensorSeed
+from kreg.layers.base import sampling_scope
+
+
+def _np(x):
+    return ops.convert_to_numpy(x)
+
+
+def _mask(shape, p, seed=0):
+    return _np(b.keep_mask(shape, p, keras.random.SeedGenerator(seed)))
+
+
+def _corr_z(a, c):
+    """|correlation| of two equal-size 0/1 samples over its standard error.
+
+    Under independence the sample correlation of n pairs has standard error
+    1/sqrt(n) (asymptotically normal).
+    """
+    a = a.ravel().astype("float64")
+    c = c.ravel().astype("float64")
+    return abs(np.corrcoef(a, c)[0, 1]) * math.sqrt(a.size)
+
+
+# -- quantization ---------------------------------------------------------------
+@pytest.mark.parametrize("p", [0.05, 0.1, 0.3, 0.5, 0.8, 0.95])
+def test_sixteen_bit_threshold_and_its_error(p):
+    bits, k = b.keep_threshold(p)
+    assert bits == 16 and k == round(p * 2**16)
+    assert b.quantized_keep_prob(p) == k / 2**16
+    assert abs(b.quantized_keep_prob(p) - p) <= 2.0**-17
+    # Within 2**-10 of the smaller of p and 1 - p (the documented bound).
+    assert abs(b.quantized_keep_prob(p) - p) <= 2.0**-10 * min(p, 1 - p)
+
+
+@pytest.mark.parametrize("p", [1e-3, 2.0**-7 - 1e-6, 1 - 1e-3, 1 - 1e-6])
+def test_small_rates_and_keep_probabilities_use_whole_words(p):
+    bits, k = b.keep_threshold(p)
+    assert bits == 32 and k == round(p * 2**32)
+    assert abs(b.quantized_keep_prob(p) - p) <= 2.0**-33
+    assert b.mask_bits(2.0**-7) == 16 and b.mask_bits(1 - 2.0**-7) == 16
+
+
+def test_keep_all_and_keep_none():
+    assert _mask((3, 5), 1.0).all()
+    assert not _mask((3, 5), 0.0).any()
+
+
+# -- keep fractions (closed form: Bernoulli(p), 5 standard errors) -------------
+@pytest.mark.parametrize("p", [0.05, 0.1, 0.3, 0.5, 0.8, 0.95, 1e-3, 1 - 1e-3])
+def test_keep_fraction_within_five_standard_errors(p):
+    n = 400_000
+    mask = _mask((n // 100, 100), p, seed=5)
+    assert mask.dtype == bool and mask.shape == (n // 100, 100)
+    assert abs(mask.mean() - p) < 5 * math.sqrt(p * (1 - p) / n)
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 5), (1, 1), (0, 4), (4, 0, 2)])
+def test_odd_and_empty_shapes(shape):
+    mask = _mask(shape, 0.5)
+    assert mask.shape == shape
+    if mask.size > 4:
+        assert 0 < mask.sum() < mask.size
+
+
+# -- independence -----------------------------------------------------------------
+def test_elements_sharing_a_word_and_neighbouring_rows_are_uncorrelated():
+    # Elements 2i and 2i+1 come from the two halves of one 32-bit word.
+    mask = _mask((400, 1000), 0.3, seed=1)
+    assert _corr_z(mask[:, 0::2], mask[:, 1::2]) < 5
+    assert _corr_z(mask[:-1], mask[1:]) < 5  # row r against row r + 1
+    assert _corr_z(mask[:, :-1], mask[:, 1:]) < 5  # neighbours along a row
+
+
+def test_successive_draws_are_uncorrelated_and_advance_the_generator_once():
+    gen = keras.random.SeedGenerator(4)
+    first = _np(b.keep_mask((200, 500), 0.5, gen))
+    second = _np(b.keep_mask((200, 500), 0.5, gen))
+    assert _corr_z(first, second) < 5
+    assert int(_np(gen.state)[1]) == 2  # one draw of the seed per mask
+    again = _np(b.keep_mask((200, 500), 0.5, keras.random.SeedGenerator(4)))
+    np.testing.assert_array_equal(first, again)  # a function of the seed
+
+
+def test_layers_and_samples_in_a_sampling_scope_are_independent():
+    d, t, n = 400, 50, 2
+    first, second = Dropout(0.5, seed=1), Dropout(0.5, seed=1)
+    x = np.ones((t * n, d), "float32")
+    ctx = SamplingContext(seed=np.array([3, 0]), tiles=t, joint=True)
+    with sampling_scope(ctx):
+        a = _np(first(x)).reshape(t, n, d) != 0
+        c = _np(second(x)).reshape(t, n, d) != 0
+    assert np.array_equal(a[:, 0], a[:, 1])  # joint: shared by the inputs
+    assert _corr_z(a[:, 0], c[:, 0]) < 5  # layer against layer
+    assert _corr_z(a[:-1, 0], a[1:, 0]) < 5  # sample t against t + 1
+    for masks in (a, c):
+        frac = masks[:, 0].mean()
+        assert abs(frac - 0.5) < 5 * math.sqrt(0.25 / (t * d))
+
+
+def test_joint_masks_depend_on_seed_layer_and_sample_only():
+    layer = Dropout(0.5, seed=2)
+    d, total = 64, 6
+
+    def joint(n, tiles, offset, seed=(3, 0)):
+        ctx = SamplingContext(seed=np.array(seed), tiles=tiles, joint=True,
+                              sample_offset=offset, total_samples=total)
+        with sampling_scope(ctx):
+            out = _np(layer(np.ones((tiles * n, d), "float32")))
+        return out.reshape(tiles, n, d)[:, 0]
+
+    whole = joint(n=3, tiles=total, offset=0)
+    # Same masks whatever the number of inputs and however samples are split.
+    np.testing.assert_array_equal(joint(n=1, tiles=total, offset=0), whole)
+    np.testing.assert_array_equal(joint(n=5, tiles=2, offset=4), whole[4:])
+    np.testing.assert_array_equal(joint(n=2, tiles=1, offset=1), whole[1:2])
+    assert not np.array_equal(joint(n=3, tiles=total, offset=0, seed=(4, 0)),
+                              whole)
+
+
+# -- seeds ------------------------------------------------------------------------
+def test_run_time_seeds_and_bad_seeds():
+    dtype = Dropout(0.5).seed_generator.state.dtype
+    seed = TensorSeed(ops.convert_to_tensor(np.array([7, 3]), dtype=dtype))
+    a = _np(b.keep_mask((100, 40), 0.5, seed))
+    np.testing.assert_array_equal(a, _np(b.keep_mask((100, 40), 0.5, seed)))
+    other = TensorSeed(ops.convert_to_tensor(np.array([8, 2]), dtype=dtype))
+    assert _corr_z(a, _np(b.keep_mask((100, 40), 0.5, other))) < 5
+    with pytest.raises(TypeError, match=r"keras.random.SeedGenerator"):
+        b.keep_mask((3,), 0.5, 7)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="dynamic shapes are a TensorFlow graph matter")
+def test_dynamic_shapes_in_a_traced_function():
+    import tensorflow as tf
+
+    gen = keras.random.SeedGenerator(1)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 7], tf.float32)])
+    def masked(x):
+        return b.keep_mask(tf.unstack(tf.shape(x)), 0.3, gen)
+
+    for rows in (0, 1, 3, 1000):
+        mask = masked(tf.zeros((rows, 7))).numpy()
+        assert mask.shape == (rows, 7)
+    assert abs(mask.mean() - 0.3) < 5 * math.sqrt(0.21 / mask.size)

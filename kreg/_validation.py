@@ -21,6 +21,7 @@ import math
 import numbers
 
 import keras
+import numpy as np
 
 
 def error_message(owner, name, expected, value, *, received=None):
@@ -163,6 +164,47 @@ def check_float_tensor(owner, name, value, expected="a floating-point tensor"):
         raise ArgumentTypeError(error_message(
             owner, name, expected, value, received=f"{name}.dtype={dtype}"))
     return dtype
+
+
+class Shown:
+    """Shows a short description, unquoted, in an error message."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def __repr__(self):
+        return self.text
+
+
+def shown(value):
+    """`value` as an error message shows it: an array or tensor as its shape
+    and dtype (`<array of shape (2, 3), dtype float32>`), anything else as is."""
+    if isinstance(value, np.ndarray) or hasattr(value, "shape"):
+        shape = tuple(getattr(value, "shape", ()))
+        return Shown(f"<array of shape {shape}, dtype {getattr(value, 'dtype', '?')}>")
+    return value
+
+
+def numeric_array(owner, name, value, expected, kinds="biuf", dtype=None):
+    """An array-like argument (array, tensor, nested lists) as a NumPy array.
+
+    Its dtype kind must be one of `kinds` (NumPy's letters: "b" bool, "i"
+    int, "u" unsigned, "f" float), else an `ArgumentTypeError` in kreg's
+    wording; `dtype` (e.g. "float64") casts the result. None, strings, bytes
+    and dicts are refused, and so are ragged lists (the message says why).
+    Arrays are shown in messages by `shown`.
+    """
+    if value is None or isinstance(value, (str, bytes, dict)):
+        raise invalid_type(owner, name, expected, value)
+    try:
+        if hasattr(value, "shape") and not isinstance(value, np.ndarray):
+            value = keras.ops.convert_to_numpy(value)
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as err:
+        raise invalid_type(owner, name, f"{expected} ({err})", shown(value)) from None
+    if arr.dtype.kind not in kinds:
+        raise invalid_type(owner, name, expected, shown(arr))
+    return arr if dtype is None else arr.astype(dtype)
 
 
 def _fmt(x):

@@ -29,9 +29,7 @@ import numpy as np
 from scipy.special import xlogy
 
 from kreg import _validation as v
-from kreg.mc._inputs import Shown as _Shown
 from kreg.mc._inputs import check_indices
-from kreg.mc._inputs import numeric_array
 from kreg.mc.metrics import categorical_entropy
 from kreg.mc.prediction import MCPrediction
 
@@ -52,17 +50,9 @@ _EXPECTED_PRED = (
 )
 
 
-def _short(value):
-    if isinstance(value, MCPrediction):
-        return value
-    if isinstance(value, np.ndarray):
-        return _Shown(f"<array of shape {value.shape}, dtype {value.dtype}>")
-    return value
-
-
 def _bad_pred(owner, value, why=""):
     expected = _EXPECTED_PRED + (f" ({why})" if why else "")
-    return v.invalid_value(owner, "pred", expected, _short(value))
+    return v.invalid_value(owner, "pred", expected, v.shown(value))
 
 
 def _probabilities(owner, probs, value):
@@ -91,7 +81,7 @@ def _check_not_a_structure(pred, owner):
     raise v.invalid_type(
         owner, "pred", "the MCPrediction of one output; this is the prediction of "
         f"a model with several outputs: pass one of {names}",
-        _Shown(f"a {type(pred).__name__} of {len(pred)} MCPredictions"))
+        v.Shown(f"a {type(pred).__name__} of {len(pred)} MCPredictions"))
 
 
 def _as_prediction(pred, owner):
@@ -106,7 +96,7 @@ def _as_prediction(pred, owner):
         return pred
     if isinstance(pred, dict):
         raise v.invalid_type(owner, "pred", _EXPECTED_PRED, pred)
-    arr = numeric_array(owner, "pred", pred, _EXPECTED_PRED, "fiu")
+    arr = v.numeric_array(owner, "pred", pred, _EXPECTED_PRED, "fiu")
     arr = arr.astype("float64")
     if arr.ndim != 3 or arr.size == 0:
         raise _bad_pred(owner, arr, "got another shape; a deterministic (N, C) "
@@ -282,12 +272,12 @@ def top_k(scores, k):
     """
     owner = "top_k"
     expected = "a 1-D array of numbers without NaN"
-    arr = numeric_array(owner, "scores", scores, expected, "fiub")
+    arr = v.numeric_array(owner, "scores", scores, expected, "fiub")
     if arr.ndim != 1 or arr.size == 0:
-        raise v.invalid_value(owner, "scores", expected, _short(arr))
+        raise v.invalid_value(owner, "scores", expected, v.shown(arr))
     arr = arr.astype("float64")
     if np.isnan(arr).any():
-        raise v.invalid_value(owner, "scores", expected + " (got NaN)", _short(arr))
+        raise v.invalid_value(owner, "scores", expected + " (got NaN)", v.shown(arr))
     k = v.check_int(owner, "k", k, low=1, high=arr.size)
     return np.argsort(-arr, kind="stable")[:k].astype("int64")
 

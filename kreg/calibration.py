@@ -84,41 +84,14 @@ _EXPECTED_PROBS = (
 )
 
 
-class _Array:
-    """Shows an array as its shape and dtype in an error message."""
-
-    def __init__(self, arr):
-        self.arr = arr
-
-    def __repr__(self):
-        return f"<array of shape {self.arr.shape}, dtype {self.arr.dtype}>"
-
-
-def _received(value):
-    return _Array(value) if isinstance(value, np.ndarray) else value
-
-
-def _float_array(owner, name, value, expected):
-    """`value` as a float64 NumPy array, else kreg's TypeError."""
-    if isinstance(value, (str, bytes, dict)) or value is None:
-        raise v.invalid_type(owner, name, expected, value)
-    try:
-        arr = np.asarray(value)
-    except (TypeError, ValueError):
-        raise v.invalid_type(owner, name, expected, value) from None
-    if arr.dtype.kind not in "fiu":
-        raise v.invalid_type(owner, name, expected, _received(arr))
-    return arr.astype("float64")
-
-
 def _check_probs(owner, probs, *, name="probs", expected=_EXPECTED_PROBS,
                  shown=None):
     """Validated probabilities as float64 (N, C); C = 1 means sigmoid.
 
     `shown` is the value an error message shows (default: `probs`).
     """
-    p = _float_array(owner, name, probs, expected)
-    shown = _received(p) if shown is None else shown
+    p = v.numeric_array(owner, name, probs, expected, "fiu", "float64")
+    shown = v.shown(p) if shown is None else shown
 
     def bad(why):
         return v.invalid_value(owner, name, f"{expected} ({why})", shown)
@@ -246,31 +219,23 @@ def _check_labels(owner, y, n, c):
     classes = max(c, 2)
     expected = (f"{n} integer labels in [0, {classes}) of shape ({n},) or ({n}, 1)"
                 + (f", or one-hot rows of shape ({n}, {c})" if c > 1 else ""))
-    if isinstance(y, (str, bytes, dict)) or y is None:
-        raise v.invalid_type(owner, "y", expected, y)
-    try:
-        arr = np.asarray(y)
-    except (TypeError, ValueError):
-        raise v.invalid_type(owner, "y", expected, y) from None
-    if arr.dtype.kind not in "biuf":
-        raise v.invalid_type(owner, "y", expected, _received(arr))
-    arr = arr.astype("float64")
+    arr = v.numeric_array(owner, "y", y, expected, "biuf", "float64")
     if c > 1 and arr.shape == (n, c):
         if np.any((arr != 0) & (arr != 1)) or np.any(arr.sum(axis=1) != 1):
             raise v.invalid_value(owner, "y", expected + " (got rows that are not "
-                                  "one-hot)", _received(arr))
+                                  "one-hot)", v.shown(arr))
         return arr.argmax(axis=1)
     if arr.shape not in ((n,), (n, 1)):
         raise v.invalid_value(owner, "y", expected + " (got another shape)",
-                              _received(arr))
+                              v.shown(arr))
     arr = arr.reshape(n)
     if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
         raise v.invalid_value(owner, "y", expected + " (got non-integer values)",
-                              _received(arr))
+                              v.shown(arr))
     if arr.min() < 0 or arr.max() >= classes:
         raise v.invalid_value(
             owner, "y", expected + f" (got labels outside [0, {classes}))",
-            _received(arr))
+            v.shown(arr))
     return arr.astype("int64")
 
 
@@ -358,7 +323,7 @@ def fit_temperature(probs, y, *, bounds=(0.01, 100.0)):
             owner, "probs",
             "probabilities whose held-out NLL depends on the temperature (got "
             "an NLL that is the same for every T: one-hot or uniform rows?)",
-            _received(np.asarray(probs)))
+            v.shown(np.asarray(probs)))
     best = int(np.argmin(values))
     if best in (0, _GRID_POINTS - 1):
         end = "lower" if best == 0 else "upper"
@@ -428,17 +393,17 @@ def tempered_uncertainty(samples, temperature, *, activation="softmax"):
     activation = _check_activation(owner, activation)
     expected = ("per-sample probabilities of shape (S, N, C) (softmax) or (S, N) / "
                 "(S, N, K) (sigmoid)")
-    s = _float_array(owner, "samples", samples, expected)
+    s = v.numeric_array(owner, "samples", samples, expected, "fiu", "float64")
     sigmoid = activation == "sigmoid"
     if (s.ndim < 2 or 0 in s.shape
             or (not sigmoid and (s.ndim != 3 or s.shape[2] < 2))):
         raise v.invalid_value(owner, "samples", expected + " (got another shape)",
-                              _received(s))
+                              v.shown(s))
     t, n = s.shape[:2]
     s3 = s.reshape(t, n, -1)
     # The checks of `probs`, on every (sample, input) row (sigmoid: every entry).
     rows = s3.reshape(-1) if sigmoid else s3.reshape(t * n, -1)
-    _check_probs(owner, rows, name="samples", expected=expected, shown=_received(s))
+    _check_probs(owner, rows, name="samples", expected=expected, shown=v.shown(s))
     inv_t = 1.0 / _check_temperature(owner, temperature)
     with np.errstate(divide="ignore"):
         out = _tempered_split(np.clip(s3, 0.0, 1.0), inv_t, sigmoid, np)

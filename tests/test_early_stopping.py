@@ -745,27 +745,13 @@ def test_bad_arguments(kwargs, exc, message):
     assert message in text
 
 
-def test_config_has_every_argument_and_round_trips(tmp_path):
-    es = EarlyStopping(
-        monitor="val_mae", min_delta=0.1, verbose=1, mode="min",
-        start_from_epoch=2, restore_best_weights=False, check_finite=False,
-        stopping_threshold=0.1, divergence_threshold=9.0, strict=False,
-        criterion="pq", alpha=1.5, strip=4, train_monitor="mae",
-        min_delta_mode="relative",
-        checkpoint_path=tmp_path / "best.weights.h5")
+def test_config_keeps_the_checkpoint_path_as_text_and_the_defaults(tmp_path):
+    # Registration, every argument in the config and the round trips are
+    # checked by tests/test_contract.py (row "EarlyStopping").
+    es = EarlyStopping(checkpoint_path=tmp_path / "best.weights.h5")
     config = es.get_config()
-    params = set(inspect.signature(EarlyStopping.__init__).parameters) - {"self"}
-    assert set(config) == params
-    assert json.loads(json.dumps(config)) == config
     assert config["checkpoint_path"] == str(tmp_path / "best.weights.h5")
-    again = EarlyStopping.from_config(config)
-    assert again.get_config() == config
-    restored = keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(es))
-    assert type(restored) is EarlyStopping
-    assert restored.get_config() == config
-    assert keras.saving.get_registered_object("kreg>EarlyStopping") is \
-        EarlyStopping
+    assert EarlyStopping.from_config(config).get_config() == config
     default = EarlyStopping().get_config()
     assert default["restore_best_weights"] is True
     assert EarlyStopping.from_config(default).get_config() == default

@@ -22,6 +22,8 @@ import keras
 import numpy as np
 
 from kreg import _validation as v
+from kreg._validation import Shown
+from kreg._validation import numeric_array
 
 _EXPECTED_X = (
     "the model's inputs as model.predict takes them: an array, a tensor or a "
@@ -31,21 +33,10 @@ _EXPECTED_X = (
 )
 
 
-class Shown:
-    """Shows a short description, unquoted, in an error message."""
-
-    def __init__(self, text):
-        self.text = text
-
-    def __repr__(self):
-        return self.text
-
-
 def describe(value):
     """A short stand-in for an array or structure in an error message."""
     if isinstance(value, np.ndarray) or hasattr(value, "shape"):
-        shape = tuple(getattr(value, "shape", ()))
-        return Shown(f"<array of shape {shape}, dtype {getattr(value, 'dtype', '?')}>")
+        return v.shown(value)
     if isinstance(value, dict):
         return Shown("{" + ", ".join(f"{k!r}: {describe(x)!r}" for k, x in value.items()) + "}")
     if isinstance(value, (list, tuple)) and len(value) > 8:
@@ -86,23 +77,6 @@ def symbolic(model, which):
     except (AttributeError, ValueError):  # a Sequential never called
         structure = flat[0] if len(flat) == 1 else flat
     return flat, structure
-
-
-def numeric_array(owner, name, value, expected, kinds="biuf"):
-    """`value` (array, tensor, nested lists) as a NumPy array of one of the
-    dtype `kinds`, else kreg's TypeError."""
-    if value is None or isinstance(value, (str, bytes, dict)):
-        raise v.invalid_type(owner, name, expected, value)
-    try:
-        if hasattr(value, "shape") and not isinstance(value, np.ndarray):
-            value = keras.ops.convert_to_numpy(value)
-        arr = np.asarray(value)
-    except (TypeError, ValueError) as err:
-        raise v.invalid_type(owner, name, f"{expected} ({err})",
-                             describe(value)) from None
-    if arr.dtype.kind not in kinds:
-        raise v.invalid_type(owner, name, expected, describe(arr))
-    return arr
 
 
 def input_specs(model):

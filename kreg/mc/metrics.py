@@ -158,29 +158,12 @@ def model_precision(keep_prob, length_scale, num_train, weight_decay):
 
 # Uncertainty quality (Hendrycks & Gimpel 2017; Geifman & El-Yaniv 2017): how
 # well a score separates out-of-distribution inputs, and selective prediction.
-class _Shape:
-    """Shows an array as its shape and dtype (unquoted) in an error message."""
-
-    def __init__(self, arr):
-        self.text = f"<array of shape {arr.shape}, dtype {arr.dtype}>"
-
-    def __repr__(self):
-        return self.text
-
-
 def _score_vector(owner, name, value, expected, kinds="fiu"):
     """A validated non-empty 1-D float64 array without NaN (+-inf allowed)."""
     from kreg import _validation as v
 
-    if isinstance(value, (str, bytes, dict)) or value is None:
-        raise v.invalid_type(owner, name, expected, value)
-    try:
-        arr = np.asarray(value)
-    except (TypeError, ValueError):
-        raise v.invalid_type(owner, name, expected, value) from None
-    shown = _Shape(arr)
-    if arr.dtype.kind not in kinds:
-        raise v.invalid_type(owner, name, expected, shown)
+    arr = v.numeric_array(owner, name, value, expected, kinds)
+    shown = v.shown(arr)
     if arr.ndim != 1 or arr.size == 0:
         why = "got no values" if arr.size == 0 else "got another shape"
         raise v.invalid_value(owner, name, f"{expected} ({why})", shown)
@@ -297,7 +280,7 @@ def risk_coverage(confidence, correct):
     if len(ok) != len(conf) or np.any((ok != 0) & (ok != 1)):
         why = "got another length" if len(ok) != len(conf) else "got values not 0/1"
         raise v.invalid_value(owner, "correct", f"{expected} ({why})",
-                              _Shape(ok))
+                              v.shown(ok))
     n = len(conf)
     order, ends = _tie_groups(conf)
     starts = np.r_[0, ends[:-1] + 1]

@@ -22,6 +22,9 @@ EARLY_STOPPING = {"early_stopping", "dropout_l2_es"}
 PENALIZED = {"l2", "l1", "elastic_net", "dropout_l2_es"}
 COMMON_KEYS = {"key", "technique", "stochastic", "gap", "epochs", "best_epoch",
                "sparsity", "penalty", "test_nll", "test_ece", "mc", "seconds"}
+# Temperature scaling (T fitted on the validation split), classification only.
+DET_TS_KEYS = {"temperature", "test_ece_ts", "test_nll_ts", "val_nll", "val_nll_ts"}
+MC_TS_KEYS = {"temperature", "ece_ts", "nll_ts", "val_nll", "val_nll_ts"}
 
 
 def kreg_lines(stderr):
@@ -105,7 +108,7 @@ def test_quick_demo_mc_fields_only_for_stochastic_rows(quick_run):
             assert r["mc"] is None, r["key"]
             continue
         mc = r["mc"]
-        assert set(mc) == {"nll", "ece", "accuracy", "brier", "samples"}
+        assert set(mc) == {"nll", "ece", "accuracy", "brier", "samples"} | MC_TS_KEYS
         assert mc["samples"] == results["mc_samples"] == 30
         assert mc["nll"] > 0 and 0.0 <= mc["ece"] <= 1.0
         assert 0.8 < mc["accuracy"] <= 1.0
@@ -117,6 +120,91 @@ def test_quick_demo_mc_fields_only_for_stochastic_rows(quick_run):
             assert 0.0 <= summary[kind]["auroc_mutual_information"] <= 1.0
             # Corrupted inputs look unfamiliar to the sampled networks.
             assert summary[kind]["mean_mutual_information"] > clean
+
+
+def test_quick_demo_temperature_scaling_columns(quick_run):
+    proc, _, results = quick_run
+    head = demo.format_table(results).splitlines()[0]
+    assert "| test ECE (TS) | MC ECE (TS) | T | MC T |" in head
+    for r in results["techniques"]:
+        assert DET_TS_KEYS <= set(r), r["key"]
+        assert r["temperature"] > 0 and 0.0 <= r["test_ece_ts"] <= 1.0
+        # The fit minimizes the validation NLL, and T = 1 is a candidate.
+        assert r["val_nll_ts"] <= r["val_nll"] + 1e-12, r
+        if r["mc"] is None:
+            continue
+        mc = r["mc"]
+        assert mc["temperature"] > 0 and 0.0 <= mc["ece_ts"] <= 1.0
+        assert mc["val_nll_ts"] <= mc["val_nll"] + 1e-12, r
+        assert mc["nll_ts"] > 0
+    # The MC column: a number in stochastic rows, a dash in the others.
+    for r in results["techniques"]:
+        line = next(ln for ln in proc.stdout.splitlines()
+                    if ln.startswith(f"| {r['technique']} |"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        mc_ts, mc_t = cells[11], cells[13]
+        if r["stochastic"]:
+            assert mc_ts == f"{r['mc']['ece_ts']:.3f}" and mc_t == f"{r['mc']['temperature']:.2f}"
+        else:
+            assert mc_ts == mc_t == "—", line
+        assert cells[10] == f"{r['test_ece_ts']:.3f}" and cells[12] == f"{r['temperature']:.2f}"
+
+
+@pytest.fixture(scope="module")
+def dropout_digits():
+    # One stochastic technique through the demo's own code path, in process.
+    data = demo.load_data("digits", 0)
+    technique = next(t for t in demo.TECHNIQUES if t.key == "dropout")
+    row, extras = demo.train_technique(technique, data, demo.CONFIGS["digits"],
+                                       epochs=2, patience=1, mc_samples=10)
+    return data, row, extras
+
+
+def test_temperature_scaling_is_recomputable(dropout_digits):
+    from kreg.calibration import apply_temperature
+    from kreg.calibration import fit_temperature
+    from kreg.mc import metrics as mcm
+
+    data, row, extras = dropout_digits
+    for scores, p_val, p_test, ece, ece_ts in [
+        (row["mc"], extras["mc_val_probs"], extras["mc_probs"], row["mc"]["ece"],
+         row["mc"]["ece_ts"]),
+        (row, extras["det_val_probs"], extras["det_probs"], row["test_ece"],
+         row["test_ece_ts"]),
+    ]:
+        assert p_val.shape == (len(data.x_val), 10)
+        assert p_test.shape == (len(data.x_test), 10)
+        t = scores["temperature"]
+        assert t == fit_temperature(p_val, data.y_val) and t > 0
+        tempered = apply_temperature(p_test, t)
+        correct = tempered.argmax(1) == data.y_test
+        assert ece_ts == pytest.approx(mcm.expected_calibration_error(
+            tempered.max(1), correct, demo.ECE_BINS), abs=1e-12)
+        # The untempered ECE is of the same probabilities (for MC: evaluate's
+        # mean equals the mean of the samples reused here).
+        assert ece == pytest.approx(mcm.classification_scores(
+            p_test, data.y_test, bins=demo.ECE_BINS)["ece"], abs=1e-9)
+        val_nll = mcm.classification_scores(p_val, data.y_val)["nll"]
+        val_nll_ts = mcm.classification_scores(apply_temperature(p_val, t), data.y_val)["nll"]
+        assert scores["val_nll"] == pytest.approx(val_nll, abs=1e-12)
+        assert scores["val_nll_ts"] == pytest.approx(val_nll_ts, abs=1e-12)
+        assert val_nll_ts <= val_nll + 1e-12
+        # The fitted T is the validation NLL's minimum: a step either way is worse.
+        for other in (t * 0.9, t * 1.1):
+            assert val_nll_ts <= mcm.classification_scores(
+                apply_temperature(p_val, other), data.y_val)["nll"]
+
+
+def test_summarize_uncertainty_auroc_is_ood_scores():
+    from kreg.mc.metrics import ood_scores
+
+    clean = {"mutual_information": [0.1, 0.4, 0.4, 0.8], "entropy": [0, 0, 0, 0]}
+    noisy = {"mutual_information": [0.4, 0.8, 0.9], "entropy": [1, 1, 1]}
+    summary = demo.summarize_uncertainty({"in_distribution": clean, "noise": noisy})
+    auroc = summary["noise"]["auroc_mutual_information"]
+    assert auroc == ood_scores(clean["mutual_information"],
+                               noisy["mutual_information"])["auroc"]
+    assert auroc == pytest.approx(9.5 / 12)  # the tied pairs count 1/2
 
 
 def test_quick_demo_l1_is_sparser_than_l2(quick_run):
@@ -146,6 +234,7 @@ def test_regression_rows_in_process(tmp_path):
         assert r["train_rmse"] > 0 and r["test_rmse"] > 0
         assert r["gap"] == pytest.approx(r["test_rmse"] - r["train_rmse"])
         assert 0.0 <= r["test_ece"] <= 1.0 and r["tau"] > 0
+        assert not DET_TS_KEYS & set(r), r  # no temperature for regression
         if r["stochastic"]:
             assert set(r["mc"]) == {"rmse", "nll", "ece", "tau", "samples"}
         else:
@@ -155,6 +244,7 @@ def test_regression_rows_in_process(tmp_path):
     for name in demo.OUTPUT_FILES:
         assert (tmp_path / name).stat().st_size > 0
     assert "RMSE" in demo.format_table(results)
+    assert "(TS)" not in demo.format_table(results)
 
 
 # -- arguments -------------------------------------------------------------------

@@ -5,7 +5,8 @@ Monte Carlo scores of a stochastic model (`mc_scores`). The scores come from
 the library: `kreg.MCPredictor` (its `evaluate` for the test scores),
 `kreg.callbacks.RegularizationMonitor` (penalty and kernel sparsity) and
 `kreg.mc.metrics` (scores, tau on the validation split, interval
-calibration).
+calibration, the AUROC of clean vs corrupted inputs) and `kreg.calibration`
+(temperature scaling, T fitted on the validation split: `temperature_scores`).
 """
 
 import math
@@ -191,6 +192,54 @@ def _regression_scores(tau, scores, samples_test, y_test, scale):
     }
 
 
+
+def temperature_scores(p_val, y_val, p_test, y_test):
+    """Temperature scaling of one classifier's probabilities (Guo et al.).
+
+    T = `kreg.calibration.fit_temperature(p_val, y_val)` (it minimizes the
+    validation NLL of `apply_temperature(p_val, T)`); the test split is then
+    scored with `apply_temperature(p_test, T)` (ECE over `ECE_BINS` bins, as
+    the untempered column). The validation NLL before and after is reported
+    too: the fit cannot raise it (T = 1 is a candidate).
+
+    Args:
+        p_val: (N_val, C) validation probabilities (the deterministic
+            network's, or the MC mean).
+        y_val: integer labels (N_val,).
+        p_test: (N_test, C) test probabilities of the same predictor.
+        y_test: integer labels (N_test,).
+
+    Returns:
+        dict: `temperature`, `ece_ts` and `nll_ts` (test, after scaling),
+        `val_nll` and `val_nll_ts` (validation NLL at T = 1 and at T).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kreg.demo.experiment import temperature_scores
+    >>> p = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    >>> y = np.array([0, 1, 1, 0])
+    >>> s = temperature_scores(p, y, p, y)
+    >>> bool(s["temperature"] > 1 and s["val_nll_ts"] <= s["val_nll"])
+    True
+
+    References:
+        Guo et al., "On Calibration of Modern Neural Networks", ICML 2017,
+        section 4.2.
+    """
+    from kreg.calibration import apply_temperature
+    from kreg.calibration import fit_temperature
+    from kreg.mc import metrics as mcm
+
+    t = fit_temperature(p_val, y_val)
+    val = mcm.classification_scores(p_val, y_val, bins=ECE_BINS)
+    val_ts = mcm.classification_scores(apply_temperature(p_val, t), y_val, bins=ECE_BINS)
+    test_ts = mcm.classification_scores(apply_temperature(p_test, t), y_test,
+                                        bins=ECE_BINS)
+    return {"temperature": t, "ece_ts": test_ts["ece"], "nll_ts": test_ts["nll"],
+            "val_nll": val["nll"], "val_nll_ts": val_ts["nll"]}
+
+
 def _compile(model, cfg, task, steps):
     import keras
 
@@ -260,10 +309,15 @@ def train_technique(technique, data, cfg, *, epochs, patience, mc_samples, seed=
     if classification:
         tr = mcm.classification_scores(p_train, data.y_train, bins=ECE_BINS)
         te = mcm.classification_scores(p_test, data.y_test, bins=ECE_BINS)
+        ts = temperature_scores(p_val, data.y_val, p_test, data.y_test)
         row.update(train_accuracy=tr["accuracy"], test_accuracy=te["accuracy"],
                    gap=tr["accuracy"] - te["accuracy"],
-                   test_nll=te["nll"], test_ece=te["ece"])
+                   test_nll=te["nll"], test_ece=te["ece"],
+                   temperature=ts["temperature"], test_ece_ts=ts["ece_ts"],
+                   test_nll_ts=ts["nll_ts"], val_nll=ts["val_nll"],
+                   val_nll_ts=ts["val_nll_ts"])
         extras["det_probs"] = p_test
+        extras["det_val_probs"] = p_val
     else:
         scale = data.y_scale
         rmse_train = float(np.sqrt(np.mean((p_train.ravel() - data.y_train) ** 2))) * scale
@@ -299,10 +353,11 @@ def mc_scores(model, data, *, samples, seed=0):
     network (one set of masks) applied to every input, and the masks depend
     only on the seed and t. One pass over the validation inputs, the test
     inputs and two corrupted copies of them (`corrupt`) gives the
-    uncertainty of every input (and, for regression, the validation samples
-    that choose tau: `kreg.mc.metrics.select_tau`, as Gal & Ghahramani do);
-    the test scores are `MCPredictor.evaluate`'s (the same joint samples of
-    the test inputs).
+    uncertainty of every input and the validation samples: for regression
+    they choose tau (`kreg.mc.metrics.select_tau`, as Gal & Ghahramani do),
+    for classification their mean fits the temperature of the MC mean
+    (`temperature_scores`); the test scores are `MCPredictor.evaluate`'s
+    (the same joint samples of the test inputs).
 
     Args:
         model: a trained model with kreg stochastic layers.
@@ -315,8 +370,10 @@ def mc_scores(model, data, *, samples, seed=0):
         `extras["uncertainty"]` maps `"in_distribution"`, `"noise"` and
         `"shuffled"` to per-input arrays, `"entropy"` and
         `"mutual_information"` (classification) or `"std"` (regression, in
-        the target's units); classification adds `extras["mc_probs"]`,
-        regression `extras["mc_curve"]`.
+        the target's units); classification adds `extras["mc_probs"]` and
+        `extras["mc_val_probs"]` (the MC mean on the test and validation
+        inputs) and the scores of `temperature_scores` on them, regression
+        `extras["mc_curve"]`.
     """
     from kreg.mc import MCPrediction
     from kreg.mc import MCPredictor
@@ -357,9 +414,16 @@ def mc_scores(model, data, *, samples, seed=0):
                             batch_size=chunk, verbose=0,
                             bins=ECE_BINS)["mc"]
     if classification:
+        # Temperature scaling of the MC mean, T fitted on the validation
+        # split's MC mean (the samples drawn above: no further pass).
+        mean_test, mean_val = test.mean(axis=0), split["val"].mean(axis=0)
+        ts = temperature_scores(mean_val, data.y_val, mean_test, data.y_test)
         scores = {"nll": sc["nll"], "ece": sc["ece"], "accuracy": sc["accuracy"],
-                  "brier": sc["brier"], "samples": samples}
-        extras = {"mc_probs": test.mean(axis=0)}
+                  "brier": sc["brier"], "samples": samples,
+                  "temperature": ts["temperature"], "ece_ts": ts["ece_ts"],
+                  "nll_ts": ts["nll_ts"], "val_nll": ts["val_nll"],
+                  "val_nll_ts": ts["val_nll_ts"]}
+        extras = {"mc_probs": mean_test, "mc_val_probs": mean_val}
     else:
         sc = _regression_scores(tau, sc, test, data.y_test, data.y_scale)
         scores = {"rmse": sc["rmse"], "nll": sc["nll"], "ece": sc["ece"],
@@ -369,24 +433,20 @@ def mc_scores(model, data, *, samples, seed=0):
     return scores, extras
 
 
-def _auroc(clean, corrupted):
-    """P(score of a corrupted input > score of a clean one) (ties count 1/2)."""
-    from scipy.stats import rankdata
-
-    scores = np.concatenate([clean, corrupted])
-    ranks = rankdata(scores)
-    n0, n1 = len(clean), len(corrupted)
-    return float((ranks[n0:].sum() - n1 * (n1 + 1) / 2) / (n0 * n1))
-
-
 def summarize_uncertainty(unc):
-    """Mean uncertainty per kind of input and the AUROC of clean vs corrupted."""
+    """Mean uncertainty per kind of input and the AUROC of clean vs corrupted.
+
+    The AUROC is `kreg.mc.metrics.ood_scores(clean, corrupted)["auroc"]`:
+    P(score of a corrupted input > score of a clean one), ties counting 1/2.
+    """
+    from kreg.mc.metrics import ood_scores
+
     summary = {}
     for name, arrays in unc.items():
         summary[name] = {f"mean_{k}": float(np.mean(a)) for k, a in arrays.items()}
         if name != "in_distribution":
             key = "mutual_information" if "mutual_information" in arrays else "std"
-            summary[name][f"auroc_{key}"] = _auroc(unc["in_distribution"][key],
-                                                   arrays[key])
+            summary[name][f"auroc_{key}"] = ood_scores(
+                unc["in_distribution"][key], arrays[key])["auroc"]
     return summary
 

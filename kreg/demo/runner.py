@@ -78,7 +78,12 @@ def run(dataset="digits", out="kreg-demo", *, quick=False, seed=0, epochs=None,
         `test_ece`, `mc` (None for deterministic models, else a dict with
         `nll`, `ece`, `samples` and `accuracy`/`brier` or `rmse`/`tau`),
         `seconds`, and `tau` for regression), `uncertainty`, `files`,
-        `seconds` and `machine`.
+        `seconds` and `machine`. Classification rows add temperature
+        scaling (`kreg.demo.experiment.temperature_scores`, T fitted on the
+        validation split): `temperature`, `test_ece_ts`, `test_nll_ts`,
+        `val_nll`, `val_nll_ts` for the deterministic network, and in `mc`
+        `temperature`, `ece_ts`, `nll_ts`, `val_nll`, `val_nll_ts` for the
+        MC mean.
 
     Example (a shell command; it trains for about a minute)::
 

@@ -200,9 +200,15 @@ class Dropout(StochasticLayer):
 
     def _sample(self, inputs, ctx):
         """One Monte Carlo draw per tiled sample (see `SamplingContext`)."""
-        if not ctx.joint and (self.noise_shape is None or self.noise_shape[0] is None):
+        if not ctx.joint and (self.noise_shape is None or self.noise_shape[0] != 1):
             # Per-row masks: rows of different samples are independent already.
-            return self._drop(inputs, self.noise_shape, ctx.seed_for(self))
+            # A fixed batch size other than 1 in noise_shape means one mask per
+            # row too; it is read as None because the predictor may pad the
+            # rows of a chunk (to reuse compiled functions).
+            noise_shape = self.noise_shape
+            if noise_shape is not None:
+                noise_shape = (None,) + tuple(noise_shape[1:])
+            return self._drop(inputs, noise_shape, ctx.seed_for(self))
         t = ctx.tiles
         shape = ops.shape(inputs)
         per_sample = (-1,) + tuple(shape[1:])

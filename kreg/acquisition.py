@@ -26,11 +26,11 @@ All scores are in nats, computed in float64 with NumPy.
 """
 
 import numpy as np
-from scipy.special import xlogy
 
 from kreg import _validation as v
 from kreg.mc._inputs import check_indices
 from kreg.mc.metrics import categorical_entropy
+from kreg.mc.metrics import xlogx
 from kreg.mc.prediction import MCPrediction
 
 __all__ = [
@@ -336,7 +336,7 @@ def _joint_entropies(probs, config, candidates):
         idx = candidates[start:start + step]
         block = probs[:, idx, :].reshape(t_count, -1)
         joint = p @ (block / t_count)  # (M, n * C): p(config m, y_n = c)
-        nats = weights @ xlogy(joint, joint)
+        nats = weights @ xlogx(joint)
         out[start:start + len(idx)] = -nats.reshape(len(idx), c).sum(axis=1)
     return out - constant
 

@@ -4,7 +4,7 @@ Each check runs in a fresh interpreter with a meta-path finder that makes
 TensorFlow (and the demo's scikit-learn and matplotlib) impossible to import,
 as if they were not installed, on the JAX backend. The parts that need an
 extra say so in one line that names the `pip install "kreg[...]"` to run.
-(Once, by hand, a real venv with only keras, numpy, scipy and jax ran
+(Once, by hand, a real venv with only keras, numpy, scipy (a JAX dependency) and jax ran
 `import kreg` and the layers' tests: see the README's setup section.)
 """
 
@@ -135,3 +135,31 @@ def test_demo_command_without_the_extra_is_one_line_and_exit_status_1(tmp_path):
                      'installed: pip install "kreg[demo]"'], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not out.exists()  # nothing written
+
+
+def test_the_core_imports_only_keras_and_numpy():
+    """Every module-level import in kreg (the demo package aside, which needs
+    its extra) is kreg's own, Keras, NumPy or the standard library, so that
+    `install_requires` (keras, numpy) is the whole core."""
+    import ast
+    import pathlib
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "kreg"
+    allowed = {"kreg", "keras", "numpy"} | set(sys.stdlib_module_names)
+    found = {}
+    for path in root.rglob("*.py"):
+        if "demo" in path.relative_to(root).parts:
+            continue
+        for node in ast.parse(path.read_text()).body:  # module level only
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.partition(".")[0]
+                if top not in allowed:
+                    found.setdefault(top, []).append(str(path.relative_to(root)))
+    assert found == {}, found

@@ -7,25 +7,33 @@ Ghahramani (2016) with the model precision `tau`.
 """
 
 import numpy as np
-from scipy.special import logsumexp
 
 _EPS = 1e-12
 
 
-def _xlogx(p):
-    """p log p with 0 log 0 = 0."""
+def xlogx(p):
+    """p log p elementwise, with 0 log 0 = 0 (float64 NumPy)."""
+    p = np.asarray(p, "float64")
     return p * np.log(np.where(p > 0, p, 1.0))
+
+
+def _logsumexp(a, axis):
+    """log(sum(exp(a), axis)), computed stably (NumPy only)."""
+    top = np.max(a, axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    total = np.sum(np.exp(a - top), axis=axis)
+    return np.log(total) + np.squeeze(top, axis=axis)
 
 
 def categorical_entropy(p, axis=-1):
     """Entropy (nats) of categorical distributions along `axis`."""
-    return -np.sum(_xlogx(np.asarray(p, "float64")), axis=axis)
+    return -np.sum(xlogx(np.asarray(p, "float64")), axis=axis)
 
 
 def bernoulli_entropy(q):
     """Entropy (nats) of Bernoulli(q), elementwise."""
     q = np.asarray(q, "float64")
-    return -(_xlogx(q) + _xlogx(1.0 - q))
+    return -(xlogx(q) + xlogx(1.0 - q))
 
 
 def _labels(y, num_classes):
@@ -120,7 +128,7 @@ def gaussian_log_likelihood(samples, y, tau):
     y = np.asarray(y, "float64").reshape(s.shape[1], -1)
     d = s.shape[2]
     sq = np.sum((s - y[None]) ** 2, axis=2)
-    return (logsumexp(-0.5 * tau * sq, axis=0) - np.log(t_count)
+    return (_logsumexp(-0.5 * tau * sq, axis=0) - np.log(t_count)
             - 0.5 * d * np.log(2 * np.pi) + 0.5 * d * np.log(tau))
 
 

@@ -229,7 +229,7 @@ class MCPredictor:
         if not isinstance(from_logits, (list, tuple, dict)):
             _heads.check_from_logits(owner)(from_logits)
         if not isinstance(temperature, (list, tuple, dict)):
-            _check_temperature_value(owner)(temperature)
+            check_temperature_value(owner)(temperature)
         self.task = task
         self.from_logits = from_logits
         self.temperature = temperature
@@ -313,15 +313,8 @@ class MCPredictor:
             self._resolve_temperatures()
 
     def _resolve_temperatures(self):
-        """One temperature (or None) per head; an error for a regression head."""
-        owner = "MCPredictor"
-        names = [h.name for h in self.heads]
-        temps = _heads.per_output(owner, "temperature", self.temperature, names,
-                                  _check_temperature_value(owner))
-        for head, t in zip(self.heads, temps):
-            check_temperature(owner, t, head.task,
-                              head.name if len(self.heads) > 1 else None)
-        self._temperatures = temps
+        self._temperatures = resolve_temperatures("MCPredictor", self.heads,
+                                                  self.temperature)
 
     @property
     def temperatures(self):
@@ -603,7 +596,21 @@ class MCPredictor:
         return self._pack(results)
 
 
-def _check_temperature_value(owner):
+def resolve_temperatures(owner, heads, temperature):
+    """One temperature (or None) per head; an error for a regression head.
+
+    `temperature` is None, a float > 0 (every output) or a list/dict with one
+    per output (see `MCPredictor`); also used by `kreg.export`.
+    """
+    names = [h.name for h in heads]
+    temps = _heads.per_output(owner, "temperature", temperature, names,
+                              check_temperature_value(owner))
+    for head, t in zip(heads, temps):
+        check_temperature(owner, t, head.task, head.name if len(heads) > 1 else None)
+    return temps
+
+
+def check_temperature_value(owner):
     """None or a float > 0 (one output's temperature), in kreg's wording."""
     def check(value):
         if value is None:

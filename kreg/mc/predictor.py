@@ -202,6 +202,11 @@ class MCPredictor:
     ((5, 3), 'classification', 20)
     >>> bool(np.all(pred.mutual_information >= 0))
     True
+    >>> hot = kreg.MCPredictor(model, samples=20, seed=0, temperature=2.0).predict(
+    ...     np.ones((5, 4), "float32"), verbose=0)      # T on the MC mean
+    >>> bool(np.allclose(hot.mean, kreg.calibration.apply_temperature(pred.mean, 2.0),
+    ...                  atol=1e-6))
+    True
 
     References:
         Gal & Ghahramani, "Dropout as a Bayesian Approximation", ICML 2016;

@@ -80,7 +80,8 @@ def _two_input(structure):
     cls = keras.layers.Dense(3, name="cls")(h)  # logits
     reg = keras.layers.Dense(2, name="reg")(h)
     if structure == "dict":
-        return keras.Model({"a": a, "b": b}, {"cls": cls, "reg": reg})
+        bin_ = keras.layers.Dense(1, name="bin")(h)  # logits of a sigmoid
+        return keras.Model({"a": a, "b": b}, {"cls": cls, "reg": reg, "bin": bin_})
     return keras.Model([a, b], [cls, reg])
 
 
@@ -91,7 +92,8 @@ def _classifier():
                              keras.layers.Dense(3, activation="softmax")])
 
 
-LOGITS = {"cls": True, "reg": None}
+LOGITS = {"cls": True, "reg": None, "bin": True}
+TEMPS = {"cls": TEMP, "reg": None, "bin": 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +106,7 @@ def served(tmp_path_factory):
     cls, multi, joint = _classifier(), _two_input("dict"), _two_input("list")
     kreg.export(cls, tmp / "cls", mc_samples=30, temperature=TEMP)
     kreg.export(multi, tmp / "multi", mc_samples=10, max_batch=10 * ROWS,
-                from_logits=LOGITS, temperature={"cls": TEMP, "reg": None})
+                from_logits=LOGITS, temperature=TEMPS)
     kreg.export(joint, tmp / "joint", mc_samples=10, max_batch=30, joint=True,
                 from_logits=[True, None])
     kreg.export(joint, tmp / "joint_whole", mc_samples=10, max_batch=None, joint=True,
@@ -139,22 +141,26 @@ def test_multi_input_multi_output_signature(served):
     assert sorted(out["multi_inputs"]) == ["a", "b"]
     assert list(out["mc_keys"]) == sorted(
         ["cls_mean", "cls_std", "cls_entropy", "cls_mutual_information",
+         "bin_mean", "bin_std", "bin_entropy", "bin_mutual_information",
          "reg_mean", "reg_std", "seed"])
     expected = models["multi"].predict(x, verbose=0)
-    assert list(out["serve_keys"]) == ["cls", "reg"]
-    for name in ("cls", "reg"):  # serve is model.predict (logits included)
+    assert list(out["serve_keys"]) == ["bin", "cls", "reg"]
+    for name in ("bin", "cls", "reg"):  # serve is model.predict (logits included)
         np.testing.assert_allclose(out["serve_" + name], expected[name], rtol=1e-5,
                                    atol=1e-6)
     # serve_mc: the probabilities of the logits head, tempered; MCPredictor's
     # numbers for the full chunks (its chunk i is pass i of seed 5).
     pred = kreg.MCPredictor(models["multi"], 10, seed=SEED, from_logits=LOGITS,
-                            temperature={"cls": TEMP, "reg": None}).predict(
+                            temperature=TEMPS).predict(
         x, batch_size=ROWS, verbose=0)
     full = 2 * ROWS
     np.testing.assert_allclose(out["big_cls_mean"][:full], pred["cls"].mean[:full],
                                rtol=0, atol=2e-6)
     np.testing.assert_allclose(out["big_cls_mutual_information"][:full],
                                pred["cls"].mutual_information[:full], rtol=0, atol=2e-6)
+    for stat in ("mean", "std", "entropy", "mutual_information"):  # sigmoid, T = 0.5
+        np.testing.assert_allclose(out["big_bin_" + stat][:full],
+                                   getattr(pred["bin"], stat)[:full], rtol=0, atol=2e-6)
     np.testing.assert_allclose(out["big_reg_mean"][:full], pred["reg"].mean[:full],
                                rtol=0, atol=2e-6)
     np.testing.assert_allclose(out["big_reg_std"][:full], pred["reg"].std[:full],
@@ -170,7 +176,7 @@ def test_big_request_is_processed_in_chunks_inside_the_graph(served):
     # Rows [4i, 4i + 4) of the big request with seed 5 are exactly a request
     # of those rows alone with seed 5 + i * 2**32 (the last chunk has 3 rows).
     for key in ("cls_mean", "cls_std", "cls_entropy", "cls_mutual_information",
-                "reg_mean", "reg_std"):
+                "bin_mean", "bin_mutual_information", "reg_mean", "reg_std"):
         parts = np.concatenate([out[f"part{i}_{key}"] for i in range(3)])
         np.testing.assert_array_equal(out["big_" + key], parts, err_msg=key)
 
@@ -202,7 +208,7 @@ def test_export_argument_errors(tmp_path):
             r"Invalid value for argument `temperature` of export: expected a float in "
             r"\(0, inf\)\. Received: temperature=-1\.0")):
         kreg.export(model, tmp_path / "m", mc_samples=5,
-                    temperature={"cls": -1.0, "reg": None}, from_logits=LOGITS)
+                    temperature={"cls": -1.0, "reg": None, "bin": None}, from_logits=LOGITS)
     with pytest.raises(ValueError, match=(
             r"Invalid value for argument `max_batch` of export: expected an int >= "
             r"mc_samples \(5\) or None.*Received: max_batch=4")):

@@ -35,6 +35,13 @@ sigmoid outputs) `entropy` and `mutual_information` (nats, the definitions
 of `kreg.MCPrediction`), and `seed`, shape (N,): the seed of the call for
 every row, so that `serve_mc_seeded` can replay any `serve_mc` call.
 
+Models with several outputs get one group of keys per output,
+`<output>_mean`, `<output>_std`, ... (see `export`), and one `seed`. With
+`temperature=T`, `mean`, `std`, `entropy` and `mutual_information` are the
+tempered ones of `kreg.MCPredictor(..., temperature=T)`. Requests are
+processed in chunks of `max_batch // mc_samples` rows by a `tf.while_loop`
+in the graph, so memory is bounded whatever the request size.
+
 Signature inputs are named after the model's inputs (`keras.Input(...,
 name="x")`; Keras's default name is `keras_tensor`), as in `model.export`.
 
@@ -56,6 +63,8 @@ import keras
 
 from kreg import _validation as v
 from kreg._extras import require_tensorflow
+from kreg.mc.predictor import DEFAULT_MAX_BATCH
+from kreg.mc.predictor import check_temperature_value
 
 OWNER = "export"
 SIGNATURES = ("serve", "serve_mc", "serve_mc_seeded")
@@ -145,12 +154,29 @@ def _xlogx(p):
                     tf.zeros_like(p))
 
 
-def _summary(samples, task, activation):
-    """In-graph mean, std and (classification) entropy split of (T, N, ...)."""
+def _summary(samples, task, activation, temperature=None):
+    """In-graph mean, std and (classification) entropy split of (T, N, ...).
+
+    With a `temperature`, the numbers of `kreg.MCPrediction(...,
+    temperature=T)`: `kreg.calibration.tempered_uncertainty_ops` on the
+    samples (T, N, C) or (T, N, K), in float64.
+    """
     import tensorflow as tf
 
     dtype = samples.dtype
     s = tf.cast(samples, tf.float64)
+    if temperature is not None:
+        from kreg import calibration
+
+        t, n = tf.shape(s)[0], tf.shape(s)[1]
+        flat = tf.reshape(s, tf.stack([t, n, -1]))
+        out = calibration.tempered_uncertainty_ops(flat, temperature,
+                                                   activation=activation)
+        shape = tf.shape(s)[1:]
+        return {"mean": tf.cast(tf.reshape(out["mean"], shape), dtype),
+                "std": tf.cast(tf.reshape(tf.sqrt(out["variance"]), shape), dtype),
+                "entropy": tf.cast(out["entropy"], dtype),
+                "mutual_information": tf.cast(out["mutual_information"], dtype)}
     mean = tf.reduce_mean(s, axis=0)
     std = tf.sqrt(tf.reduce_mean(tf.square(s - mean), axis=0))
     out = {"mean": tf.cast(mean, dtype), "std": tf.cast(std, dtype)}
@@ -172,7 +198,47 @@ def _summary(samples, task, activation):
     return out
 
 
-def _endpoints(model, mc_samples, task, input_signature=None):
+def output_key(name):
+    """A model output's name as a signature key prefix (`[A-Za-z0-9_]` only)."""
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in str(name))
+
+
+def _summaries(samples, heads, temperatures):
+    """The signature's outputs: one group per model output (see `export`)."""
+    if len(heads) == 1:
+        return _summary(samples[0], heads[0].task, heads[0].activation,
+                        temperatures[0])
+    out = {}
+    for sample, head, temp in zip(samples, heads, temperatures):
+        for key, value in _summary(sample, head.task, head.activation, temp).items():
+            out[f"{output_key(head.name)}_{key}"] = value
+    return out
+
+
+def _check_output_keys(heads):
+    keys = [output_key(h.name) for h in heads]
+    if len(heads) > 1 and (len(set(keys)) != len(keys) or "seed" in keys):
+        raise v.invalid_value(
+            OWNER, "model",
+            "outputs whose names stay distinct as signature keys (letters, "
+            "digits and _; `seed` is taken): rename the output layers",
+            [h.name for h in heads])
+
+
+def _rows_per_pass(max_batch, mc_samples):
+    """Input rows per forward pass (max_batch // mc_samples), or None: all."""
+    if max_batch is None:
+        return None
+    if max_batch < mc_samples:
+        raise v.invalid_value(
+            OWNER, "max_batch",
+            f"an int >= mc_samples ({mc_samples}) or None: a pass holds every "
+            "Monte Carlo sample of at least one input row", max_batch)
+    return max_batch // mc_samples
+
+
+def _endpoints(model, mc_samples, task, input_signature=None, *, temperature=None,
+               from_logits=None, max_batch=None, joint=False):
     """The Python functions behind the three signatures, and the input specs.
 
     Returns `({"serve": f, "serve_mc": f, "serve_mc_seeded": f}, specs)`:
@@ -182,7 +248,9 @@ def _endpoints(model, mc_samples, task, input_signature=None):
     import tensorflow as tf
 
     from kreg.mc._graph import sampling_layers
+    from kreg.mc.predictor import COUNTER_BITS
     from kreg.mc.predictor import MCPredictor
+    from kreg.mc.predictor import resolve_temperatures
     from kreg.mc.predictor import sample_outputs
     from kreg.mc.predictor import seed_words
 
@@ -206,41 +274,50 @@ def _endpoints(model, mc_samples, task, input_signature=None):
             "inputs not named 'seed' (the name of serve_mc_seeded's seed input): "
             "rename the model input or pass an input_signature with other names",
             [spec.name for spec in keras.tree.flatten(specs)])
-    try:
-        outputs = model.outputs
-    except (AttributeError, ValueError):  # subclassed models have none
-        outputs = None
-    if outputs is not None and len(keras.tree.flatten(outputs)) > 1:
-        raise v.invalid_value(
-            OWNER, "model",
-            "a model with one output (the Monte Carlo summary is per output; "
-            "export a Model over the output to average)",
-            f"{model.name} with {len(keras.tree.flatten(outputs))} outputs")
-    # The predictor's split (prefix computed once), layer order and task.
-    predictor = MCPredictor(model, samples=mc_samples, task=task)
+    rows_per_pass = _rows_per_pass(max_batch, mc_samples)
+    # The predictor's split (prefix computed once), layer order and heads.
+    predictor = MCPredictor(model, samples=mc_samples, task=task,
+                            from_logits=from_logits, joint=joint)
+    if predictor.heads is not None:  # known outputs: check before tracing
+        resolve_temperatures(OWNER, predictor.heads, temperature)
+        _check_output_keys(predictor.heads)
     split = predictor.split
     layer_index = predictor.layer_index
     seed_dtype = predictor.seed_dtype
     calls = tf.Variable(0, dtype=tf.int64, trainable=False, name="kreg_mc_calls")
 
-    def mc(x, seed):
+    def chunk(x, user, high, index):
+        """The summaries of one pass over rows x; `index` counts the passes."""
         if split.prefix is not None:
             frontier = split.prefix(x, training=False)
             frontier = list(frontier) if isinstance(frontier, (list, tuple)) else [frontier]
             arg = frontier if len(frontier) > 1 else frontier[0]
         else:
             arg = x
-        # kreg's sampling seed from the user's (see SEED_BITS).
-        base = tf.stack(seed_words(
-            tf.math.floormod(seed, 1 << _USER_BITS),
-            tf.math.floormod(tf.bitwise.right_shift(seed, _USER_BITS),
-                             1 << (SEED_BITS - _USER_BITS))))
-        base = tf.cast(base, seed_dtype)
+        # kreg's sampling seed from the user's (see SEED_BITS); pass i of
+        # seed s is pass 0 of seed s + i * 2**32 (MCPredictor's counter),
+        # and joint samples do not depend on the pass.
+        counter = high if joint else tf.math.floormod(high + index, 1 << COUNTER_BITS)
+        base = tf.cast(tf.stack(seed_words(user, counter)), seed_dtype)
         samples = sample_outputs(split.suffix, arg, base, mc_samples,
-                                 layer_index=layer_index,
-                                 transform=predictor.to_probabilities)[0]
-        out = _summary(samples, predictor.resolved_task, predictor.activation)
+                                 layer_index=layer_index, joint=joint,
+                                 total_samples=mc_samples,
+                                 transform=predictor.to_probabilities)
+        heads = predictor.heads
+        _check_output_keys(heads)
+        return _summaries(samples, heads,
+                          resolve_temperatures(OWNER, heads, temperature))
+
+    def mc(x, seed):
+        user = tf.math.floormod(seed, 1 << _USER_BITS)
+        high = tf.math.floormod(tf.bitwise.right_shift(seed, _USER_BITS),
+                                1 << (SEED_BITS - _USER_BITS))
         rows = tf.shape(keras.tree.flatten(x)[0])[:1]
+        if rows_per_pass is None:
+            out = chunk(x, user, high, tf.constant(0, tf.int64))
+        else:
+            out = _chunked(x, rows[0], rows_per_pass,
+                           lambda xc, i: chunk(xc, user, high, i))
         out["seed"] = tf.fill(rows, seed)
         return out
 
@@ -288,8 +365,37 @@ def _check_target(path, overwrite):
     return path
 
 
+def _chunked(x, n, rows, fn):
+    """`fn(rows of x, pass index)` over consecutive chunks of `rows` rows.
+
+    A `tf.while_loop`: one chunk's tiled batch (rows x samples) lives at a
+    time, and the per-row summaries are concatenated. The first chunk runs
+    before the loop (it fixes the outputs' keys and dtypes).
+    """
+    import tensorflow as tf
+
+    def take(i):
+        start = i * rows
+        stop = tf.minimum(start + rows, n)
+        return keras.tree.map_structure(lambda t: t[start:stop], x)
+
+    first = fn(take(0), tf.constant(0, tf.int64))
+    keys = sorted(first)
+    chunks = (n + rows - 1) // rows
+    arrays = [tf.TensorArray(first[k].dtype, size=tf.maximum(chunks, 1),
+                             infer_shape=False).write(0, first[k]) for k in keys]
+
+    def body(i, arrays):
+        out = fn(take(i), tf.cast(i, tf.int64))
+        return i + 1, [a.write(i, out[k]) for a, k in zip(arrays, keys)]
+
+    _, arrays = tf.while_loop(lambda i, _: i < chunks, body, (tf.constant(1), arrays))
+    return {k: a.concat() for k, a in zip(keys, arrays)}
+
+
 def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
-           verbose=False, overwrite=False):
+           verbose=False, overwrite=False, temperature=None, from_logits=None,
+           max_batch=DEFAULT_MAX_BATCH, joint=False):
     """Write a TensorFlow SavedModel with deterministic and Monte Carlo signatures.
 
     The SavedModel (written by `keras.export.ExportArchive`) runs without
@@ -304,14 +410,31 @@ def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
     `serve`, is also `serving_default`. See the module docstring for the
     outputs.
 
-    Every input of a `serve_mc` request is tiled `mc_samples` times in one
-    pass (the layers before the first stochastic layer run once per input):
-    memory grows with `N * mc_samples`, so bound the request batch size.
+    A request's rows are tiled `mc_samples` times (the layers before the
+    first stochastic layer run once per input) in passes of at most
+    `max_batch // mc_samples` rows: a `tf.while_loop` inside the graph runs
+    the chunks one after another, so memory is bounded whatever the request
+    size. Pass i of a request with seed s draws the samples of pass 0 with
+    seed `s + i * 2**32` (as `MCPredictor`'s pass counter), so rows
+    `[i * r, (i + 1) * r)` of a big request (r = `max_batch // mc_samples`)
+    get exactly what a request of those rows alone with that seed gets; with
+    `joint=True` the samples do not depend on the chunking at all.
+
+    Several outputs: the Monte Carlo signatures return one group of keys per
+    model output, prefixed with the output's name (`model.output_names`,
+    characters other than letters, digits and `_` replaced by `_`):
+    `<output>_mean`, `<output>_std` and, for classification outputs,
+    `<output>_entropy` and `<output>_mutual_information`, plus one `seed`.
+    A model with one output keeps the unprefixed keys. Logits outputs
+    (`from_logits`) are served as probabilities (each sample passed through
+    its softmax/sigmoid before the average, as `MCPredictor`); `serve`
+    returns what `model.predict` returns. Several inputs (a list or dict):
+    the signatures' inputs are named after the model's inputs.
 
     Args:
         model: a built Keras model (Sequential, Functional or subclassed)
-            with one input argument (a tensor, list or dict), one output and
-            at least one kreg stochastic layer with rate > 0.
+            with one input argument (a tensor, list or dict), one or more
+            outputs and at least one kreg stochastic layer with rate > 0.
         path: str or path-like. The SavedModel directory to write.
         mc_samples: int >= 1, default 50. Monte Carlo samples per request.
         task: `"auto"` (default: classification for softmax/sigmoid outputs,
@@ -326,6 +449,21 @@ def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
             the old ones); with it the old SavedModel directory (one holding
             `saved_model.pb`) is removed just before the new one is written.
             A non-empty directory that is not a SavedModel is never removed.
+        temperature: None (default), a float > 0, or a list/dict with one per
+            output (None for an output left alone). Temperature scaling baked
+            into `serve_mc` and `serve_mc_seeded`, with the meaning of
+            `MCPredictor(..., temperature=T)`: `mean` is
+            `softmax(log(pbar) / T)` of the MC mean pbar, and `std`,
+            `entropy` and `mutual_information` are those of
+            `kreg.calibration.tempered_uncertainty_ops`. An error for a
+            regression output. `serve` is not tempered.
+        from_logits: None (default: from the compiled loss), True/False, or
+            a list/dict with one per output, as in `MCPredictor`.
+        max_batch: int >= mc_samples or None, default 16384
+            (`kreg.mc.predictor.DEFAULT_MAX_BATCH`). The most rows (inputs x
+            samples) in one forward pass; None: every request in one pass.
+        joint: bool, default False. Joint samples (sample t is one network
+            for every row of a request), as `MCPredictor(..., joint=True)`.
 
     Returns:
         None. The SavedModel is written to `path`.
@@ -365,14 +503,22 @@ def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
     if not isinstance(path, (str, os.PathLike)):
         raise v.invalid_type(OWNER, "path", "a str or path-like", path)
     mc_samples = v.check_int(OWNER, "mc_samples", mc_samples, low=1)
-    task = v.check_option(OWNER, "task", task, ("auto", "classification", "regression"))
+    if isinstance(task, str) or not isinstance(task, (list, tuple, dict)):
+        task = v.check_option(OWNER, "task", task,
+                              ("auto", "classification", "regression"))
     verbose = v.check_bool(OWNER, "verbose", verbose)
     overwrite = v.check_bool(OWNER, "overwrite", overwrite)
     path = _check_target(path, overwrite)
+    max_batch = v.check_int(OWNER, "max_batch", max_batch, low=1, allow_none=True)
+    joint = v.check_bool(OWNER, "joint", joint)
+    if not isinstance(temperature, (list, tuple, dict)):
+        check_temperature_value(OWNER)(temperature)
 
     import tensorflow as tf
 
-    endpoints, specs = _endpoints(model, mc_samples, task, input_signature)
+    endpoints, specs = _endpoints(model, mc_samples, task, input_signature,
+                                  temperature=temperature, from_logits=from_logits,
+                                  max_batch=max_batch, joint=joint)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serve", endpoints["serve"], specs)

@@ -319,9 +319,12 @@ def test_model_errors(tmp_path):
         kreg.export(unbuilt, tmp_path / "m")
     inp = keras.Input((4,))
     h = kreg.layers.Dropout(0.5)(inp)
-    two = keras.Model(inp, [keras.layers.Dense(1)(h), keras.layers.Dense(2)(h)])
-    with pytest.raises(ValueError, match=r"expected a model with one output.*Received: "
-                                         r"model=.* with 2 outputs"):
+    # Several outputs export (tests/test_export_mc.py, issue 14), but their
+    # names become signature keys: `seed` is taken, and keys must stay distinct.
+    two = keras.Model(inp, {"seed": keras.layers.Dense(1)(h), "b": keras.layers.Dense(2)(h)})
+    with pytest.raises(ValueError, match=r"argument `model` of export: expected outputs "
+                                         r"whose names stay distinct as signature keys.*"
+                                         r"Received: model=\['b', 'seed'\]"):
         kreg.export(two, tmp_path / "m")
     named_seed = keras.Sequential([keras.Input((4,), name="seed"), kreg.layers.Dropout(0.5)])
     with pytest.raises(ValueError, match=r"argument `input_signature` of export: expected "

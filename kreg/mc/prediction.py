@@ -3,6 +3,7 @@
 import numpy as np
 
 from kreg import _validation as v
+from kreg import calibration
 from kreg.mc._inputs import Shown as _Shown
 from kreg.mc._inputs import check_indices
 from kreg.mc._inputs import numeric_array
@@ -30,6 +31,18 @@ class MCPrediction:
             classification outputs.
         joint: bool, default False. Whether the samples are joint.
         keep_samples: bool, default True. Keep `samples` on the object.
+        temperature: float > 0 or None, default None. Temperature scaling
+            (Guo et al. 2017) of a classification output, applied to the MC
+            mean: `mean = kreg.calibration.apply_temperature(raw mean, T)`,
+            i.e. `softmax(log(pbar) / T)` (for sigmoid outputs
+            `sigmoid(logit(pbar) / T)`), and `variance`, `std`, `entropy`,
+            `expected_entropy` and `mutual_information` are recomputed by
+            `kreg.calibration.tempered_uncertainty` so that they stay
+            consistent with that mean (`mutual_information >= 0`, T = 1
+            gives the untempered numbers). `samples` and `variation_ratio`
+            (a vote of the samples) are the raw, untempered ones. Softmax
+            outputs must have samples of shape (T, N, C). An error for
+            `task="regression"`.
 
     Attributes:
         mean: (N, ...) the predictive mean `(1/T) sum_t yhat_t`.
@@ -44,6 +57,7 @@ class MCPrediction:
         samples: the (T, N, ...) samples, or None.
         num_samples: T.
         joint: whether `samples[t]` is one network applied to every input.
+        temperature: the temperature applied to the mean, or None.
 
     Example:
 
@@ -63,7 +77,7 @@ class MCPrediction:
     """
 
     def __init__(self, samples, task="regression", *, activation="softmax",
-                 joint=False, keep_samples=True):
+                 joint=False, keep_samples=True, temperature=None):
         owner = "MCPrediction"
         self.task = v.check_option(owner, "task", task, TASKS)
         self.activation = v.check_option(owner, "activation", activation,
@@ -71,6 +85,13 @@ class MCPrediction:
         self.joint = v.check_bool(owner, "joint", joint)
         keep_samples = v.check_bool(owner, "keep_samples", keep_samples)
         samples = _check_samples(samples, self.task, self.activation)
+        self.temperature = check_temperature(owner, temperature, self.task)
+        if (self.temperature is not None and self.activation == "softmax"
+                and samples.ndim != 3):
+            raise v.invalid_value(
+                owner, "temperature", "None for softmax samples of shape "
+                f"{samples.shape} (temperature scaling takes (T, N, C))",
+                self.temperature)
         self.num_samples = int(samples.shape[0])
         s64 = samples.astype("float64")
         self.mean = s64.mean(axis=0)
@@ -81,6 +102,19 @@ class MCPrediction:
         self.mutual_information = self.variation_ratio = None
         if self.task == "classification":
             self._uncertainty(s64)
+        if self.temperature is not None:
+            self._temper(s64)
+
+    def _temper(self, s):
+        """Tempered mean and the entropy split consistent with it."""
+        out = calibration.tempered_uncertainty(s, self.temperature,
+                                               activation=self.activation)
+        self.mean = out["mean"].reshape(self.mean.shape)
+        self.variance = out["variance"].reshape(self.variance.shape)
+        self.std = np.sqrt(self.variance)
+        self.entropy = out["entropy"]
+        self.expected_entropy = out["expected_entropy"]
+        self.mutual_information = out["mutual_information"]
 
     def _uncertainty(self, s):
         t, n = s.shape[:2]
@@ -139,8 +173,24 @@ class MCPrediction:
         return cov[0] if cov.shape[0] == 1 else cov
 
     def __repr__(self):
+        temp = "" if self.temperature is None else f", temperature={self.temperature:g}"
         return (f"MCPrediction(task={self.task!r}, num_samples={self.num_samples}, "
-                f"inputs={self.mean.shape[0]}, joint={self.joint})")
+                f"inputs={self.mean.shape[0]}, joint={self.joint}{temp})")
+
+
+def check_temperature(owner, temperature, task, output=None):
+    """None, or a float T > 0 for a classification output (kreg's wording)."""
+    if temperature is None:
+        return None
+    temperature = v.check_float(owner, "temperature", temperature, low=0.0,
+                                low_open=True)
+    if task != "classification":
+        where = "" if output is None else f" for output {output!r}"
+        raise v.invalid_value(
+            owner, "temperature",
+            f"None{where}: temperature scaling calibrates class probabilities, "
+            "and this output is a regression", temperature)
+    return temperature
 
 
 def _check_samples(samples, task, activation):

@@ -16,6 +16,7 @@ from kreg.mc import metrics
 from kreg.mc._graph import sampling_layers
 from kreg.mc._graph import split_model
 from kreg.mc.prediction import MCPrediction
+from kreg.mc.prediction import check_temperature
 
 # A user seed s in [0, 2**32) and the pass counter c < 2**20 of a predict
 # call are packed into kreg's sampling seed [base < 2**24, high < 2**28] (see
@@ -149,6 +150,28 @@ class MCPredictor:
             every output come from the same T networks. The prediction keeps
             its samples, for `MCPrediction.covariance` and
             `kreg.acquisition.batch_bald`.
+        temperature: float > 0 or None, default None. Temperature scaling
+            (Guo et al. 2017) of classification outputs. For several
+            outputs, a float applies to every output (all must then be
+            classification outputs), or pass a list/dict with one per
+            output (None leaves that output alone); an error for a
+            regression output. Where T enters: on the MC mean, as the
+            logits of the averaged prediction: `q = softmax(log(pbar) / T)`
+            with `pbar` the mean of the T sample probabilities
+            (`sigmoid(logit(pbar) / T)` for sigmoid outputs), which is
+            `kreg.calibration.apply_temperature(pbar, T)`. This is the
+            quantity that `kreg.calibration.fit_temperature(pbar_val,
+            y_val)` fits on a validation split, so the reported mean is the
+            one whose NLL was minimized (tempering each sample before
+            averaging would be another, unfitted predictor). The argmax
+            never changes. `MCPrediction.mean`, `variance`/`std`,
+            `entropy`, `expected_entropy` and `mutual_information` are
+            those of `kreg.calibration.tempered_uncertainty` (consistent
+            with q; mutual information stays >= 0); `samples` (with
+            `return_samples=True` or `joint=True`), `covariance` and
+            `variation_ratio` stay untempered. `evaluate` scores the
+            tempered MC mean (its `"deterministic"` scores stay the
+            untempered model's).
 
     Call arguments (`predict`):
         x: inputs as `model.predict` takes them: a NumPy array, tensor or
@@ -179,15 +202,22 @@ class MCPredictor:
     ((5, 3), 'classification', 20)
     >>> bool(np.all(pred.mutual_information >= 0))
     True
+    >>> hot = kreg.MCPredictor(model, samples=20, seed=0, temperature=2.0).predict(
+    ...     np.ones((5, 4), "float32"), verbose=0)      # T on the MC mean
+    >>> bool(np.allclose(hot.mean, kreg.calibration.apply_temperature(pred.mean, 2.0),
+    ...                  atol=1e-6))
+    True
 
     References:
         Gal & Ghahramani, "Dropout as a Bayesian Approximation", ICML 2016;
         Srivastava et al., JMLR 2014, section 7.5 (Monte-Carlo model
-        averaging vs weight scaling).
+        averaging vs weight scaling); Guo, Pleiss, Sun & Weinberger, "On
+        Calibration of Modern Neural Networks", ICML 2017, section 4.2
+        (temperature scaling).
     """
 
     def __init__(self, model, samples=50, *, seed=None, max_batch=DEFAULT_MAX_BATCH,
-                 task="auto", from_logits=None, joint=False):
+                 task="auto", from_logits=None, joint=False, temperature=None):
         owner = "MCPredictor"
         if not isinstance(model, keras.Model) and not isinstance(model, keras.layers.Layer):
             raise v.invalid_type(owner, "model", "a Keras model", model)
@@ -203,8 +233,11 @@ class MCPredictor:
             v.check_option(owner, "task", task, _heads.TASKS)
         if not isinstance(from_logits, (list, tuple, dict)):
             _heads.check_from_logits(owner)(from_logits)
+        if not isinstance(temperature, (list, tuple, dict)):
+            check_temperature_value(owner)(temperature)
         self.task = task
         self.from_logits = from_logits
+        self.temperature = temperature
         self.joint = v.check_bool(owner, "joint", joint)
         if not model.built:
             raise v.invalid_value(owner, "model",
@@ -239,6 +272,9 @@ class MCPredictor:
         self.heads, self._known_structure = _heads.model_heads(
             owner, model, task, from_logits)
         self._heads_key = (repr(task), repr(from_logits))
+        self._temperatures = None
+        if self.heads is not None:
+            self._resolve_temperatures()
         self._rng = np.random.default_rng(seed)
 
     # -- per-model sampling facts (also read by kreg.export) -------------------
@@ -278,6 +314,19 @@ class MCPredictor:
             self.heads = _heads.late_heads("MCPredictor", self.model, self.task,
                                            self.from_logits, outputs,
                                            self._cache.get("out_structure"))
+        if self._temperatures is None:
+            self._resolve_temperatures()
+
+    def _resolve_temperatures(self):
+        self._temperatures = resolve_temperatures("MCPredictor", self.heads,
+                                                  self.temperature)
+
+    @property
+    def temperatures(self):
+        """The temperature of every output (a list; None: not tempered)."""
+        if self._temperatures is None:
+            return None
+        return list(self._temperatures)
 
     @property
     def _out_structure(self):
@@ -479,8 +528,9 @@ class MCPredictor:
         return_samples = v.check_bool(owner, "return_samples", return_samples)
         samples, _, _ = self._run(owner, x, batch_size, verbose)
         preds = [MCPrediction(s, head.task, activation=head.activation,
-                              joint=self.joint, keep_samples=return_samples or self.joint)
-                 for s, head in zip(samples, self.heads)]
+                              joint=self.joint, keep_samples=return_samples or self.joint,
+                              temperature=temp)
+                 for s, head, temp in zip(samples, self.heads, self._temperatures)]
         return self._pack(preds)
 
     def evaluate(self, x, y=None, *, tau=None, batch_size=None, verbose="auto", bins=15):
@@ -536,8 +586,12 @@ class MCPredictor:
                                targets[k], head, samples[k].shape[1:])
             if head.task == "classification":
                 sig = head.activation == "sigmoid"
-                mc = metrics.classification_scores(samples[k].mean(axis=0), yk,
-                                                   sigmoid=sig, bins=bins)
+                mean = samples[k].mean(axis=0)
+                if self._temperatures[k] is not None:  # the tempered MC mean
+                    mean = MCPrediction(samples[k], head.task, activation=head.activation,
+                                        keep_samples=False,
+                                        temperature=self._temperatures[k]).mean
+                mc = metrics.classification_scores(mean, yk, sigmoid=sig, bins=bins)
                 dt = metrics.classification_scores(det[k], yk, sigmoid=sig, bins=bins)
             else:
                 mc = metrics.regression_scores(samples[k], yk, tau)
@@ -545,6 +599,33 @@ class MCPredictor:
             results.append({"mc": mc, "deterministic": dt, "samples": self.samples,
                             "task": head.task})
         return self._pack(results)
+
+
+def resolve_temperatures(owner, heads, temperature):
+    """One temperature (or None) per head; an error for a regression head.
+
+    `temperature` is None, a float > 0 (every output) or a list/dict with one
+    per output (see `MCPredictor`); also used by `kreg.export`.
+    """
+    names = [h.name for h in heads]
+    temps = _heads.per_output(owner, "temperature", temperature, names,
+                              check_temperature_value(owner))
+    for head, t in zip(heads, temps):
+        check_temperature(owner, t, head.task, head.name if len(heads) > 1 else None)
+    return temps
+
+
+def check_temperature_value(owner):
+    """None or a float > 0 (one output's temperature), in kreg's wording."""
+    def check(value):
+        if value is None:
+            return None
+        if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(
+                value, bool):
+            raise v.invalid_type(owner, "temperature", "a float > 0 or None (or a "
+                                 "list/dict of them, one per output)", value)
+        return v.check_float(owner, "temperature", value, low=0.0, low_open=True)
+    return check
 
 
 def _targets(owner, y, names):

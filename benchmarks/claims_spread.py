@@ -278,7 +278,8 @@ def main(argv=None):
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS),
                         help="ONEDNN:THREADS pairs (default: %(default)s)")
     parser.add_argument("--json", help="also write every run's records here")
-    parser.add_argument("--report", help="print the table of a saved --json file and exit")
+    parser.add_argument("--report", nargs="+",
+                        help="print the table of saved --json files (or .part files) and exit")
     parser.add_argument("--list", action="store_true", help="list the claims and exit")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--condition", help=argparse.SUPPRESS)
@@ -288,8 +289,11 @@ def main(argv=None):
         print("\n".join(list_claims()))
         return 0
     if args.report:
-        with open(args.report) as f:
-            print(report(json.load(f)))
+        rows = []
+        for path in args.report:
+            with open(path) as f:
+                rows += json.load(f)
+        print(report(rows))
         return 0
     args.claims = args.claims or list_claims()
     unknown = sorted(set(args.claims) - set(list_claims()))
@@ -305,8 +309,10 @@ def main(argv=None):
         for condition in args.conditions:
             print(f"TF_ENABLE_ONEDNN_OPTS={condition.split(':')[0]}, "
                   f"{condition.split(':')[1]} thread(s):", file=sys.stderr, flush=True)
-            rows += _spawn(condition, args.claims, args.seeds,
-                           os.path.join(tmp, f"{condition.replace(':', '_')}.json"))
+            # With --json, a condition's runs so far survive an interrupted run.
+            part = (f"{args.json}.{condition.replace(':', '_')}.part" if args.json
+                    else os.path.join(tmp, f"{condition.replace(':', '_')}.json"))
+            rows += _spawn(condition, args.claims, args.seeds, part)
             if args.json:
                 with open(args.json, "w") as f:
                     json.dump(rows, f)

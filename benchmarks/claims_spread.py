@@ -10,9 +10,11 @@ tests/test_claims.py) must hold on any CPU. This script runs each claim under th
   `tf.config.threading`, set before the first op; inter-op threads likewise),
 
 and over several seeds (`SEED = 0` of each notebook is rewritten; the claim tests
-read `KREG_CLAIM_SEED`). Every `assert` is instrumented: each comparison it makes
-(`a < b`, `a > b and c < d`, ...) is recorded with both sides and its margin, and a
-failing assert is counted, not raised, so one run measures all of them.
+read `KREG_CLAIM_SEED`; `demo:digits_quick` runs `kreg demo --quick --seed SEED`
+and the asserts of tests/test_demo.py on what it trained). Every `assert` is
+instrumented: each comparison it makes (`a < b`, `a > b and c < d`, ...) is
+recorded with both sides and its margin, and a failing assert is counted, not
+raised, so one run measures all of them.
 
 Each condition runs in a fresh process (TensorFlow reads the switches at start).
 The table printed at the end gives, for each asserted comparison, the number of
@@ -45,6 +47,11 @@ import traceback
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 CLAIM_TESTS = ROOT / "tests" / "test_claims.py"
+DEMO_TESTS = ROOT / "tests" / "test_demo.py"
+# The tests of test_demo.py that assert what the quick demo's training produced;
+# each takes the `quick_run` fixture (proc, out, results) and reads only `results`.
+DEMO_CLAIMS = ("test_quick_demo_json_rows", "test_quick_demo_mc_fields_only_for_stochastic_rows",
+               "test_quick_demo_l1_is_sparser_than_l2")
 SEED_ENV = "KREG_CLAIM_SEED"
 SEED_LINE = "SEED = 0"
 CONDITIONS = ("0:1", "0:2", "1:1", "1:2")  # TF_ENABLE_ONEDNN_OPTS : intra-op threads
@@ -152,7 +159,7 @@ def list_claims():
     tree = ast.parse(CLAIM_TESTS.read_text())
     claims += [f"test:{n.name}" for n in tree.body
                if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")]
-    return claims
+    return claims + ["demo:digits_quick"]
 
 
 def _run_notebook(stem, seed, recorder):
@@ -177,6 +184,20 @@ def _run_test(name, seed, recorder):
     module[name]()
 
 
+def _run_demo(name, seed, recorder):
+    """`kreg demo --quick --seed SEED`, checked by test_demo.py's training asserts."""
+    import tempfile
+
+    from kreg import demo
+
+    with tempfile.TemporaryDirectory() as out:
+        results = demo.run("digits", out, quick=True, seed=seed, stream=io.StringIO())
+        tests = _run_instrumented(DEMO_TESTS.read_text(), str(DEMO_TESTS), "test_demo line ",
+                                  recorder)
+        for test in DEMO_CLAIMS:
+            tests[test]((None, pathlib.Path(out), results))
+
+
 def _worker(args):
     """Runs the claims x seeds in this process (its environment is the condition)."""
     threads = int(os.environ["TF_NUM_INTRAOP_THREADS"])
@@ -195,7 +216,8 @@ def _worker(args):
             keras.utils.clear_session(free_memory=True)
             try:
                 with contextlib.redirect_stdout(io.StringIO()):
-                    (_run_notebook if kind == "nb" else _run_test)(name, seed, recorder)
+                    {"nb": _run_notebook, "test": _run_test, "demo": _run_demo}[kind](
+                        name, seed, recorder)
             except Exception:  # noqa: BLE001 - reported with the run
                 error = traceback.format_exc(limit=3)[-1500:]
             row = dict(claim=claim, seed=seed, condition=args.condition,

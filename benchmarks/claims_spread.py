@@ -110,7 +110,14 @@ class _Instrument(ast.NodeTransformer):
     """`assert t` -> `__claim_check__(label, [(src, op, lhs, rhs), ...], lambda: t)`."""
 
     def __init__(self, source, prefix):
-        self.source, self.prefix = source, prefix
+        self.source, self.prefix, self.function = source, prefix, None
+
+    def visit_FunctionDef(self, node):
+        # Labels name the test, not a line: they stay put when the file is edited.
+        outer, self.function = self.function, node.name
+        self.generic_visit(node)
+        self.function = outer
+        return node
 
     def visit_Assert(self, node):
         compares = []
@@ -131,7 +138,8 @@ class _Instrument(ast.NodeTransformer):
                 pairs.append(ast.Tuple([ast.Constant(segment),
                                         ast.Constant(_OPS[type(op)][0]),
                                         _thunk(lhs), _thunk(rhs)], ast.Load()))
-        label = f"{self.prefix}{node.lineno}: {ast.get_source_segment(self.source, node.test)}"
+        where = f"{self.function}: " if self.function else ""
+        label = f"{self.prefix}{where}{ast.get_source_segment(self.source, node.test)}"
         call = ast.Call(ast.Name("__claim_check__", ast.Load()),
                         [ast.Constant(label), ast.List(pairs, ast.Load()), _thunk(node.test)],
                         [])
@@ -172,7 +180,7 @@ def _run_notebook(stem, seed, recorder):
     namespace = {}
     for i, source in enumerate(cells):
         source = source.replace(SEED_LINE, f"SEED = {seed}", 1)
-        _run_instrumented(source, f"{stem}[{i}]", f"code cell {i} line ", recorder, namespace)
+        _run_instrumented(source, f"{stem}[{i}]", f"code cell {i}: ", recorder, namespace)
     import matplotlib.pyplot as plt
 
     plt.close("all")
@@ -180,7 +188,7 @@ def _run_notebook(stem, seed, recorder):
 
 def _run_test(name, seed, recorder):
     os.environ[SEED_ENV] = str(seed)
-    module = _run_instrumented(CLAIM_TESTS.read_text(), str(CLAIM_TESTS), "line ", recorder)
+    module = _run_instrumented(CLAIM_TESTS.read_text(), str(CLAIM_TESTS), "", recorder)
     module[name]()
 
 
@@ -192,8 +200,7 @@ def _run_demo(name, seed, recorder):
 
     with tempfile.TemporaryDirectory() as out:
         results = demo.run("digits", out, quick=True, seed=seed, stream=io.StringIO())
-        tests = _run_instrumented(DEMO_TESTS.read_text(), str(DEMO_TESTS), "test_demo line ",
-                                  recorder)
+        tests = _run_instrumented(DEMO_TESTS.read_text(), str(DEMO_TESTS), "", recorder)
         for test in DEMO_CLAIMS:
             tests[test]((None, pathlib.Path(out), results))
 
@@ -265,6 +272,12 @@ def _range(values):
 
 
 def report(rows):
+    import re
+
+    for r in rows:  # runs saved before labels named the test carry a line number
+        for c in r["checks"]:
+            c["label"] = re.sub(r"^(code cell \d+ )?line \d+: ", lambda m: (
+                m.group(1).rstrip() + ": ") if m.group(1) else "", c["label"])
     lines = []
     for claim in dict.fromkeys(r["claim"] for r in rows):
         runs = [r for r in rows if r["claim"] == claim]

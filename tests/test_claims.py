@@ -96,7 +96,10 @@ def _activation_second_moments(init, depth=30, width=1024, keep=None):
 
 def test_he_keeps_activation_variance_through_30_relu_layers_glorot_collapses():
     he = _activation_second_moments(lambda i: HeNormal(seed=i))
-    assert np.all(he / he[0] < 2) and np.all(he / he[0] > 0.5)
+    # One net of width 1024 wanders: min .. max of E[y_l^2] / E[y_0^2] over the
+    # 30 layers measured 0.43 .. 1.25 over seeds 0-5 (0.5 .. 2 failed at seeds 1
+    # and 2). Within a factor 4, against 2^-30 for the variance-halving init.
+    assert he.min() / he[0] > 1 / 4 and he.max() / he[0] < 4
     glorot_like = _activation_second_moments(
         lambda i: keras.initializers.RandomNormal(stddev=math.sqrt(1 / 1024), seed=i))
     # Halves per layer: 2^-30 ~ 1e-9.
@@ -108,7 +111,8 @@ def test_dropout_corrected_init_keeps_variance_bounded():
     corrected = _activation_second_moments(lambda i: HeNormal(seed=i, keep_prob=0.5),
                                            keep=0.5)
     assert plain[-1] / plain[0] > 1e6  # grows by 1/p = 2 per layer
-    assert np.all(corrected / corrected[0] < 2) and np.all(corrected / corrected[0] > 0.5)
+    # Measured 0.69 .. 1.19 over seeds 0-5; within a factor 4, against 2^30.
+    assert corrected.min() / corrected[0] > 1 / 4 and corrected.max() / corrected[0] < 4
 
 
 # ----------------------------------------------------------------------------
@@ -200,12 +204,12 @@ def test_mc_error_approaches_weight_scaling_by_t_50():
 
 
 @pytest.mark.tf_only(reason="slow; its spread was measured on TensorFlow only")
-def test_mc_dropout_log_likelihood_beats_dropout_off_on_diabetes():
+def test_mc_dropout_log_likelihood_matches_dropout_off_on_diabetes():
     x, y = load_diabetes(return_X_y=True)
     x = ((x - x.mean(0)) / x.std(0)).astype("float32")
     y = ((y - y.mean()) / y.std()).astype("float32")
     taus = np.exp(np.linspace(np.log(0.3), np.log(10), 25))
-    wins = []
+    wins, spread = [], []
     for seed in claim_seeds():
         rng = np.random.default_rng(seed)
         idx = rng.permutation(len(x))
@@ -231,5 +235,13 @@ def test_mc_dropout_log_likelihood_beats_dropout_off_on_diabetes():
         ll_mc = gaussian_log_likelihood(s_te, y[te], tau_mc).mean()
         ll_dt = gaussian_log_likelihood(d_te, y[te], tau_dt).mean()
         wins.append(ll_mc - ll_dt)
-    # Directionally (Table 1): MC dropout's test log-likelihood is higher.
-    assert np.mean(wins) > 0, wins
+        spread.append(s_te.std(axis=0).mean())
+    # Gal & Ghahramani's Table 1 has MC dropout's test log-likelihood above the
+    # deterministic net's. Not on diabetes, with tau tuned on validation data for
+    # each: the difference, mean over 3 seeds, measured +0.0030 (seeds 0-2),
+    # -0.0047 (3-5) and -0.0053 (6-8), the same with oneDNN on and off and 1 or 2
+    # threads; each seed within 0.013; -0.014 .. -0.001 with rate 0.5
+    # (benchmarks/claims_spread.py). What holds: the two agree, and the MC
+    # predictive has a spread of its own.
+    assert abs(np.mean(wins)) < 0.02, wins
+    assert min(spread) > 0.01, spread

@@ -742,37 +742,3 @@ def test_save_and_load_in_fresh_process(tmp_path, fresh_python):
                                "DropConnectConv2D"]
     for key, value in expected.items():
         np.testing.assert_allclose(result[key], value, rtol=1e-6, atol=1e-7)
-
-
-def digits_accuracy(regularized, seed):
-    """Held-out accuracy of a 64-128-10 MLP trained on 150 digits."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    x, y = load_digits(return_X_y=True)
-    x_train, x_test, y_train, y_test = train_test_split(
-        (x / 16.0).astype("float32"), y, train_size=150, stratify=y,
-        random_state=seed)
-    keras.utils.set_random_seed(seed)
-    if regularized:  # as in the paper, DropConnect on the last layer
-        out = DropConnectDense(10, rate=0.5, mask="example", seed=seed)
-    else:
-        out = keras.layers.Dense(10)
-    model = keras.Sequential([keras.Input((64,)),
-                              keras.layers.Dense(128, activation="relu"), out])
-    model.compile(keras.optimizers.Adam(1e-2),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    steps = 300  # full-batch steps, in one epoch
-    model.fit(np.tile(x_train, (steps, 1)), np.tile(y_train, steps),
-              batch_size=150, epochs=1, shuffle=False, verbose=0)
-    return model.evaluate(x_test, y_test, batch_size=2000, verbose=0)[1]
-
-
-@pytest.mark.tf_only(reason="a measured claim: its seeds were chosen on TensorFlow, "
-                     "other backends draw other masks")
-def test_digits_dropconnect_beats_unregularized():
-    # Measured: +0.6, +1.1 and +0.6 points of accuracy on 1647 held-out digits.
-    margins = [digits_accuracy(True, s) - digits_accuracy(False, s)
-               for s in (0, 1, 2)]
-    assert np.mean(margins) > 0.003, margins

@@ -162,36 +162,6 @@ def test_fresh_mask_on_every_step_inside_fit():
     assert all(10 < (m != 0).sum() < 54 for m in masks)
 
 
-def test_input_dropout_linear_regression_matches_closed_form():
-    """Srivastava et al. section 9.1: the minimiser with inverted dropout is
-    w* = (X^T X + ((1-p)/p) G^2)^-1 X^T y, G = diag(X^T X)^(1/2)."""
-    rng = np.random.default_rng(0)
-    n, d, p = 64, 4, 0.6
-    x = rng.normal(size=(n, d)) * np.array([1.0, 2.0, 0.5, 1.5])
-    y = x @ np.array([1.0, -2.0, 3.0, 0.5]) + 0.3 * rng.normal(size=n)
-    xtx = x.T @ x
-    w_star = np.linalg.solve(xtx + (1 - p) / p * np.diag(np.diag(xtx)), x.T @ y)
-    w_ols = np.linalg.solve(xtx, x.T @ y)
-
-    keras.utils.set_random_seed(1)
-    model = keras.Sequential([
-        keras.Input((d,)), Dropout(keep_prob=p, seed=3),
-        keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros"),
-    ])
-    steps = 3000
-    lr = keras.optimizers.schedules.InverseTimeDecay(0.02, decay_steps=100,
-                                                     decay_rate=1.0)
-    model.compile(keras.optimizers.SGD(lr), "mse")
-    xs = np.tile(x, (steps, 1)).astype("float32")
-    ys = np.tile(y, steps).astype("float32")
-    model.fit(xs, ys, batch_size=n, epochs=1, shuffle=False, verbose=0)
-    w = _np(model.layers[-1].kernel).ravel()
-    # Trained weights approach w*, far closer than to the unregularised OLS.
-    gap = np.linalg.norm(w_ols - w_star)
-    assert gap > 0.5
-    assert np.linalg.norm(w - w_star) < 0.1 * gap
-
-
 def test_compute_output_shape_and_masking():
     layer = Dropout(0.5)
     assert layer.compute_output_shape((None, 3, 4)) == (None, 3, 4)

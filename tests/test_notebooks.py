@@ -4,6 +4,11 @@ Each notebook is executed with nbclient in a temporary directory, in a kernel
 that runs this interpreter (`sys.executable`) and imports the same kreg as the
 tests do. The notebooks check their own claims with `assert` cells, so a
 notebook that silently stops showing what its text says fails here.
+
+Every random choice of a notebook follows its line `SEED = 0`; the executed
+copy takes the seed from `KREG_CLAIM_SEED` (default 0), so that
+benchmarks/claims_spread.py and a run of this file can check the claims under
+other seeds.
 """
 
 import json
@@ -30,6 +35,7 @@ KERNEL_NAME = "kreg-notebooks"
 CELL_TIMEOUT_S = 300
 MAX_NOTEBOOK_BYTES = 50_000
 MIN_ASSERTS = 3
+SEED_LINE = "SEED = 0"
 
 # Appended to the executed copy only: the kernel's own CPU time, for the timing line.
 _CPU_PROBE = ("import os as _os\n_t = _os.times()\n"
@@ -137,13 +143,20 @@ def test_notebook_checks_its_claims(path):
     assert asserts >= MIN_ASSERTS, f"{path.name}: only {asserts} assert statements"
     assert any(c.cell_type == "markdown" for c in nb.cells)
     assert "plt." in code or "matplotlib" in code, f"{path.name}: no plots"
+    # One seed, in one place, that the executed copy can change.
+    assert code.count(SEED_LINE) == 1, f"{path.name}: no single line {SEED_LINE!r}"
 
 
+@pytest.mark.claim
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, tmp_path, kernel_manager_factory, record_property):
     copy = tmp_path / path.name
     shutil.copy(path, copy)
     nb = nbformat.read(copy, as_version=4)
+    seed = int(os.environ.get("KREG_CLAIM_SEED", "0"))
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.source = cell.source.replace(SEED_LINE, f"SEED = {seed}")
     nb.cells.append(nbformat.v4.new_code_cell(_CPU_PROBE))
     start = time.perf_counter()
     _execute(nb, tmp_path, kernel_manager_factory)

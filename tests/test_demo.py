@@ -210,8 +210,11 @@ def test_summarize_uncertainty_auroc_is_ood_scores():
 def test_quick_demo_l1_is_sparser_than_l2(quick_run):
     _, _, results = quick_run
     sparsity = {r["key"]: r["sparsity"] for r in results["techniques"]}
-    assert sparsity["l1"] > sparsity["l2"] + 0.1
-    assert sparsity["elastic_net"] > sparsity["none"] + 0.1
+    # Measured (benchmarks/claims_spread.py, seed 0): l1 - l2 = 0.137, which
+    # left only 0.037 over the old margin of 0.1; the claim is "L1 is
+    # sparser", so the margin is 0.05.
+    assert sparsity["l1"] > sparsity["l2"] + 0.05
+    assert sparsity["elastic_net"] > sparsity["none"] + 0.05
 
 
 def test_quick_demo_markdown(quick_run):

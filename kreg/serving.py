@@ -146,10 +146,9 @@ def _check_shapes(model, specs):
 
 
 def _xlogx(p):
-    import tensorflow as tf
+    from kreg.mc.metrics import xlogx
 
-    return tf.where(p > 0, p * tf.math.log(tf.maximum(p, 1e-12)),
-                    tf.zeros_like(p))
+    return xlogx(p, keras.ops)
 
 
 def _summary(samples, task, activation, temperature=None):

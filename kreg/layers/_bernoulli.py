@@ -1,8 +1,9 @@
 """Bernoulli keep-masks from random bits: the one mask primitive of kreg.
 
-Every random mask kreg draws (Dropout while training and Monte Carlo
-sampling, DropConnect's kernel and bias masks, per batch or per example)
-comes from `keep_mask`. A float32 uniform per mask element costs a 32-bit
+Every random mask kreg draws comes from this module: `keep_mask` for Dropout
+(training and Monte Carlo sampling) and DropConnect's batch kernel masks and
+bias masks, `keep_words` (packed bits, below) for DropConnect's per-example
+kernel masks. A float32 uniform per mask element costs a 32-bit
 random word plus a conversion; here each mask element is a 16-bit slice of a
 random 32-bit word, compared with an integer threshold, so one word makes two
 masks.

@@ -159,3 +159,92 @@ def test_dynamic_shapes_in_a_traced_function():
         mask = masked(tf.zeros((rows, 7))).numpy()
         assert mask.shape == (rows, 7)
     assert abs(mask.mean() - 0.3) < 5 * math.sqrt(0.21 / mask.size)
+
+
+# -- packed masks (keep_words, scale_by_words) ----------------------------------
+def _bits(words):
+    """Packed int32 words (..., n) -> 0/1 array (..., 32 n), bit j of word w at 32 w + j."""
+    words = np.asarray(_np(words)).astype(np.int64) & 0xFFFFFFFF
+    return ((words[..., None] >> np.arange(32)) & 1).reshape(
+        words.shape[:-1] + (-1,))
+
+
+def _packed(count, p, seed=0):
+    return _bits(b.keep_words(count, p, keras.random.SeedGenerator(seed)))
+
+
+@pytest.mark.parametrize("p,bits", [(0.5, 1), (0.25, 2), (0.75, 2), (0.3, 16),
+                                    (0.8, 16), (1e-3, 32), (1 - 1e-3, 32),
+                                    (1.0, 0), (0.0, 0)])
+def test_random_bits_per_mask(p, bits):
+    assert b.random_bits_per_mask(p) == bits
+
+
+@pytest.mark.parametrize("p", [0.05, 0.1, 0.3, 0.5, 0.8, 0.95, 0.25, 1e-3,
+                               1 - 1e-3])
+def test_packed_keep_fraction_within_five_standard_errors(p):
+    n_words = 12_500  # 400,000 mask elements
+    bits = _packed(n_words, p, seed=5)
+    assert bits.shape == (32 * n_words,)
+    n = bits.size
+    q = b.quantized_keep_prob(p)
+    assert abs(bits.mean() - q) < 5 * math.sqrt(q * (1 - q) / n)
+
+
+def test_packed_keep_all_and_keep_none():
+    assert _packed(7, 1.0).all()
+    assert not _packed(7, 0.0).any()
+    assert _packed(0, 0.5).shape == (0,)
+
+
+@pytest.mark.parametrize("p", [0.5, 0.3])
+def test_packed_bits_are_uncorrelated(p):
+    # 0.5 uses one random bit per element, 0.3 sixteen (bit-sliced).
+    bits = _packed(12_500, p, seed=1).reshape(-1, 32)
+    assert _corr_z(bits[:, :-1], bits[:, 1:]) < 5  # neighbours in a word
+    assert _corr_z(bits[:-1], bits[1:]) < 5  # same bit of neighbouring words
+    assert _corr_z(bits[:, :16], bits[:, 16:]) < 5  # the two halves
+
+
+def test_packed_masks_are_a_function_of_the_seed():
+    gen = keras.random.SeedGenerator(4)
+    first = _bits(b.keep_words(1000, 0.5, gen))
+    second = _bits(b.keep_words(1000, 0.5, gen))
+    assert int(_np(gen.state)[1]) == 2  # one draw of the seed per call
+    assert _corr_z(first, second) < 5
+    again = _bits(b.keep_words(1000, 0.5, keras.random.SeedGenerator(4)))
+    np.testing.assert_array_equal(first, again)
+
+
+@pytest.mark.parametrize("width", [64, 40, 1])
+def test_scale_by_words_unpacks_bit_j_of_word_w_to_element_32w_plus_j(width):
+    rng = np.random.RandomState(0)
+    n = -(-width // 32)
+    words = rng.randint(-(2**31), 2**31, size=(3, 5, n)).astype("int32")
+    values = rng.randn(5, width).astype("float32")
+    out = _np(b.scale_by_words(ops.convert_to_tensor(words),
+                               ops.convert_to_tensor(values), 1.25))
+    expected = values * 1.25 * _bits(words)[..., :width]
+    assert out.shape == (3, 5, width)
+    np.testing.assert_array_equal(out, expected.astype("float32"))
+
+
+@pytest.mark.parametrize("p", [0.3, 0.5, 0.75, 0.8, 0.05, 1e-3])
+def test_bit_sliced_comparison_is_exact(p, monkeypatch):
+    # Feed every m-bit value u to the comparison: lane L (bit L % 32 of word
+    # L // 32) gets u = L mod 2**m, its most significant bit in the first
+    # word drawn. Exactly the lanes with u below K / 2**(bits - m) are kept.
+    m = b.random_bits_per_mask(p)
+    bits, k = b.keep_threshold(p)
+    odd = k >> (bits - m)
+    n_words = 2048
+    lanes = np.arange(32 * n_words, dtype=np.int64) % (2**m if m < 32 else 2**32)
+    if m == 32:  # 2**32 values do not fit: sample lanes around K instead
+        lanes = (k - 32 * n_words // 2 + np.arange(32 * n_words)) % 2**32
+    planes = [((lanes >> (m - 1 - j)) & 1).reshape(n_words, 32) for j in range(m)]
+    words = np.stack([(plane << np.arange(32)).sum(1) for plane in planes])
+    words = words.astype(np.uint32).view(np.int32).ravel()
+    monkeypatch.setattr(b, "random_words",
+                        lambda count, seed: ops.convert_to_tensor(words))
+    kept = _bits(b.keep_words(n_words, p, keras.random.SeedGenerator(0)))
+    np.testing.assert_array_equal(kept, (lanes < odd).astype(kept.dtype))

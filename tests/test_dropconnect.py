@@ -579,6 +579,45 @@ def test_gradients_flow_only_through_kept_weights(mask):
     assert never_kept.any() and np.all(d_kernel[never_kept] == 0)
 
 
+@pytest.mark.parametrize("example_chunk", [2, 100])
+def test_example_gradients_with_one_position_per_example(example_chunk):
+    # 2D inputs take their own backward pass (over chunks of input units).
+    # The masks are revealed by a twin layer (same seed, so the same masks)
+    # called on identity probes; then kernel and input gradients must be
+    # the exact products with those masks.
+    in_dim, units, examples = 6, 20, 5
+    twin = ones_dense(units, in_dim, mask="example", seed=3, use_bias=False,
+                      example_chunk=example_chunk)
+    probe = np.broadcast_to(np.eye(in_dim, dtype="float32"),
+                            (examples, in_dim, in_dim))
+    masks = as_np(twin(probe, training=True))  # (examples, in, units): M / p
+    check_fraction(masks, 0.5)
+    layer = dense(units, in_dim, mask="example", seed=3, use_bias=False,
+                  example_chunk=example_chunk)
+    rng = np.random.RandomState(0)
+    kernel = rng.randn(in_dim, units).astype("float32")
+    layer.set_weights([kernel])
+    x = keras.Variable(rng.randn(examples, in_dim).astype("float32"))
+    g = rng.randn(examples, units)
+
+    def forward():
+        out = layer(x, training=True)
+        return keras.ops.sum(out * keras.ops.cast(g, out.dtype)), out
+
+    out, grads = value_and_grads(forward, [layer.kernel, x])
+    d_kernel, d_x = (as_np(t) for t in grads)
+    masked = kernel[None] * masks  # (examples, in, units)
+    x = as_np(x)
+    np.testing.assert_allclose(as_np(out), np.einsum("bi,bio->bo", x, masked),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(d_kernel, np.einsum("bi,bo,bio->io", x, g, masks),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(d_x, np.einsum("bo,bio->bi", g, masked),
+                               rtol=1e-5, atol=1e-5)
+    never_kept = np.all(masks == 0, axis=0)
+    assert never_kept.any() and np.all(d_kernel[never_kept] == 0)
+
+
 def test_conv_gradients_flow_only_through_kept_weights():
     keep = 0.6
     conv = DropConnectConv2D(3, 2, keep_prob=keep, seed=6,

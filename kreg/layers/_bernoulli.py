@@ -1,8 +1,9 @@
 """Bernoulli keep-masks from random bits: the one mask primitive of kreg.
 
-Every random mask kreg draws (Dropout while training and Monte Carlo
-sampling, DropConnect's kernel and bias masks, per batch or per example)
-comes from `keep_mask`. A float32 uniform per mask element costs a 32-bit
+Every random mask kreg draws comes from this module: `keep_mask` for Dropout
+(training and Monte Carlo sampling) and DropConnect's batch kernel masks and
+bias masks, `keep_words` (packed bits, below) for DropConnect's per-example
+kernel masks. A float32 uniform per mask element costs a 32-bit
 random word plus a conversion; here each mask element is a 16-bit slice of a
 random 32-bit word, compared with an integer threshold, so one word makes two
 masks.
@@ -17,6 +18,15 @@ Quantization (the fact this module owns):
 * Otherwise (rates or keep probabilities under 0.0078) a whole 32-bit word is
   compared with `round(keep_prob * 2**32)`: exact to 2**-33, finer than a
   float32 uniform's resolution.
+
+Packed masks (`keep_words`, for DropConnect's per-example masks, whose
+`batch x in x out` elements dwarf the rest) use the same threshold K, compared
+bit-sliced: 32 mask elements at a time, one bitwise step per random bit, most
+significant bit first. Only the top `bits - z` bits of a slice decide
+`u < K`, where `z` is the number of trailing zero bits of K, so a mask
+element costs 1 random bit at `keep_prob = 0.5` (2 at 0.25 or 0.75, at most
+16 or 32 otherwise): the keep probability is the same `K / 2**bits`.
+`scale_by_words` unpacks them (bit j of word w is element `32 w + j`).
 
 `quantized_keep_prob` returns the probability actually used. Layers scale kept
 values by the nominal `1 / keep_prob` (as Keras does), so an inverted-dropout
@@ -205,3 +215,106 @@ def keep_mask(shape, keep_prob, seed):
     # so `slice < K - 2**(bits-1)` holds with probability K / 2**bits.
     threshold = ops.convert_to_tensor(k - 2 ** (bits - 1), slices.dtype)
     return ops.reshape(ops.less(slices, threshold), shape)
+
+
+# -- packed masks -----------------------------------------------------------------
+def random_bits_per_mask(keep_prob):
+    """Random bits `keep_bytes` spends per mask element (1 to 32).
+
+    The comparison `u < K` of a `bits`-bit slice `u` (see `keep_threshold`)
+    only depends on the top `bits - z` bits of `u`, where `z` is the number
+    of trailing zero bits of K: at `keep_prob = 0.5` one bit, at 0.25 or
+    0.75 two, at most 16 (or 32) otherwise. The keep probability is the same
+    `K / 2**bits` as `keep_mask`'s.
+    """
+    bits, k = keep_threshold(keep_prob)
+    if k <= 0 or k >= 2**bits:
+        return 0
+    return bits - ((k & -k).bit_length() - 1)
+
+
+def keep_words(count, keep_prob, seed):
+    """`count` 32-bit words of packed Bernoulli(`keep_prob`) mask bits.
+
+    Every bit is an independent mask element, 1 with probability
+    `quantized_keep_prob(keep_prob)`, the same as `keep_mask`'s. The
+    comparison of `keep_mask` is done bit-sliced, 32 mask elements at a time,
+    one bitwise step per random bit, most significant first: a random word
+    serves 32 mask elements for each bit `random_bits_per_mask` needs (one
+    word per 32 elements at `keep_prob = 0.5`, 16 times fewer random words
+    than `keep_mask`). One draw of `seed`. Use with `scale_by_words`.
+
+    Args:
+        count: int (or scalar int tensor inside a traced function).
+        keep_prob: Python float in [0, 1]. The probability of a 1 bit.
+        seed: a `keras.random.SeedGenerator` (or `TensorSeed`).
+
+    Returns:
+        A flat int32 tensor of `count` words.
+    """
+    bits, k = keep_threshold(keep_prob)
+    if k <= 0 or k >= 2**bits:
+        return ops.full((count,), 0 if k <= 0 else -1, "int32")
+    m = random_bits_per_mask(keep_prob)
+    odd = k >> (bits - m)  # K = odd * 2**(bits - m): compare m-bit slices
+    words = ops.reshape(random_words(m * count, seed), (m, count))
+    # u < odd from the most significant bit down: `less` holds the elements
+    # already found below odd, `equal` those whose bits so far equal odd's
+    # (odd's lowest bit is 1, so the last step only updates `less`).
+    less = equal = None
+    for j in range(m):
+        word = words[j]
+        if (odd >> (m - 1 - j)) & 1:  # a 0 bit of u where odd has a 1: below
+            below = ops.bitwise_invert(word)
+            if equal is not None:
+                below = ops.bitwise_and(equal, below)
+            less = below if less is None else ops.bitwise_or(less, below)
+            if j < m - 1:
+                equal = word if equal is None else ops.bitwise_and(equal, word)
+        else:  # u's bit must be 0 to stay equal
+            word = ops.bitwise_invert(word)
+            equal = word if equal is None else ops.bitwise_and(equal, word)
+    return less
+
+
+def _scale_by_words(words, values, scale):
+    """`scale_by_words` in keras.ops (fused by the compiler on JAX)."""
+    shape = ops.shape(words)
+    shifts = ops.arange(32, dtype="int32")
+    bits = ops.bitwise_and(ops.right_shift(words[..., None], shifts), 1)
+    bits = ops.reshape(bits, tuple(shape[:-1]) + (shape[-1] * 32,))
+    bits = bits[..., : values.shape[-1]]  # a no-op slice when 32 n = d
+    return values * (ops.cast(bits, values.dtype) * ops.cast(scale, values.dtype))
+
+
+@functools.cache
+def _tensorflow_scale_by_words():
+    import tensorflow as tf
+
+    # One XLA loop: TensorFlow alone runs a shift, a cast and a product as
+    # passes over the whole (..., 32 n) tensor, XLA in one.
+    return tf.function(_scale_by_words, jit_compile=True)
+
+
+def scale_by_words(words, values, scale):
+    """`values` times `scale` where a packed mask bit is 1, and 0 where it is 0.
+
+    Bit j of word w (of the last axis of `words`) is mask element `32 w + j`
+    of the last axis of the result; the mask's last axis is cut to `values`'
+    last dimension. The unpacking, the scaling and the product are one fused
+    loop on TensorFlow (XLA) and JAX (inside a traced function).
+
+    Args:
+        words: int32 tensor (..., n), packed mask bits as `keep_words` draws
+            them (reshaped).
+        values: float tensor broadcastable to (..., d), `d <= 32 n`, with a
+            static last dimension.
+        scale: Python float. The factor of kept elements (`1 / keep_prob` for
+            inverted scaling).
+
+    Returns:
+        A tensor (..., d) of `values`' dtype.
+    """
+    if keras.backend.backend() == "tensorflow":
+        return _tensorflow_scale_by_words()(words, values, float(scale))
+    return _scale_by_words(words, values, scale)

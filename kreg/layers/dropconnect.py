@@ -12,7 +12,8 @@ import keras
 from keras import ops
 
 from kreg import _validation as v
-from kreg.layers._bernoulli import keep_mask
+from kreg.layers._bernoulli import keep_words
+from kreg.layers._bernoulli import scale_by_words
 from kreg.layers._seeds import TensorSeed
 from kreg.layers.base import DEFAULT_RATE
 from kreg.layers.base import StochasticLayer
@@ -20,8 +21,9 @@ from kreg.layers.base import StochasticLayer
 MASKS = ("batch", "example")
 INFERENCES = ("mean", "gaussian", "sample")
 
-#: Default size of the masked float32 kernels of one chunk (mask="example").
-EXAMPLE_CHUNK_BYTES = 2**23
+#: Default size of the masked float32 kernels of one chunk (mask="example"):
+#: 4 MiB (2 examples of a 784 x 512 kernel) stays in cache; 8 MiB was slower.
+EXAMPLE_CHUNK_BYTES = 2**22
 #: Gaussian inference evaluates the activation on this many draws at a time.
 GAUSSIAN_BLOCK = 32
 
@@ -62,70 +64,133 @@ def _drop(values, keep, keep_prob):
     return ops.where(keep, scaled, ops.zeros((), values.dtype))
 
 
-def _example_matmul(x3, kernel, seeds, keep_prob, chunk):
+def _chunks(size, chunk):
+    """`(c, n)`: `n >= 1` chunks of `c >= 1` items covering `size` items.
+
+    `c` is a Python int whenever `chunk` is (`chunk` itself when `size` is
+    a tensor), so that chunks have a static shape.
+    """
+    if isinstance(chunk, int):
+        if isinstance(size, int):
+            c = max(1, min(chunk, size))
+            return c, max(1, -(-size // c))
+        c = max(1, chunk)
+    else:
+        c = ops.maximum(ops.minimum(chunk, size), 1)
+    return c, ops.maximum((size + c - 1) // c, 1)
+
+
+def _split(x, c, n):
+    """`x` (size, ...) padded with zeros to `n * c` rows, as (n, c, ...)."""
+    pad = [[0, n * c - ops.shape(x)[0]]] + [[0, 0]] * (len(x.shape) - 1)
+    return ops.reshape(ops.pad(x, pad), (n, c) + tuple(ops.shape(x)[1:]))
+
+
+def _example_matmul(x3, kernel, seed, keep_prob, chunk):
     """`y[b] = x3[b] @ (kernel * M_b / keep_prob)`, one mask M_b per example.
 
-    `x3` is (batch, S, in). The batch is processed `chunk` examples at a
-    time (chunk `k` draws its masks from `seeds(1 + k)`), so the float32
-    temporaries stay a few `chunk x in x out` tensors; the masks are drawn
-    once and kept, as booleans, for the backward pass (as Wan et al. kept
-    theirs as bits): `batch x in x out` bytes per call.
+    `x3` is (batch, S, in). All the masks are drawn at once from `seed`, as
+    packed bits (`keep_words`: `batch x in x ceil(out / 32)` words; Wan et
+    al. kept theirs as bits too), and kept for the backward pass, which
+    unpacks them again rather than drawing them again. The products run
+    `chunk` examples at a time, so the float32 temporaries are a few
+    `chunk x in x out` tensors; with one position per example (S = 1) the
+    backward pass runs over chunks of input units instead (both gradients
+    are then batched matrix products of one masked tensor).
     """
     in_dim, out_dim = kernel.shape
+    width = -(-out_dim // 32)  # mask words per kernel row
     shape = ops.shape(x3)
     batch, length = shape[0], shape[1]
-    if isinstance(batch, int):
-        c = max(1, min(chunk, batch))
-        n = max(1, -(-batch // c))
-    else:
-        c = ops.maximum(ops.minimum(chunk, batch), 1)
-        n = ops.maximum((batch + c - 1) // c, 1)
+    packed = keep_words(batch * in_dim * width, keep_prob, seed)
+    packed = ops.reshape(packed, (batch, in_dim, width))
+    scale = 1.0 / keep_prob
+    # A static chunk also when the batch size is not (a traced `fit`): the
+    # padded rows cost at most `chunk - 1` examples of work.
+    c, n = _chunks(batch, chunk)
     # At least one chunk (of padding when the batch is empty), so that a
     # batch of 0 rows gives 0 rows.
-    xs = ops.pad(x3, [[0, n * c - batch], [0, 0], [0, 0]])
-    xs = ops.reshape(xs, (n, c, length, in_dim))
-    index = ops.arange(n, dtype="int32")
+    ps = _split(packed, c, n)
 
     @ops.custom_gradient
-    def masked_matmul(xs, kernel):
-        def forward(args):
-            xk, k = args
-            keep = keep_mask((c, in_dim, out_dim), keep_prob, seeds(1 + k))
-            return ops.matmul(xk, _drop(kernel, keep, keep_prob)), keep
+    def masked_matmul(x3, kernel):
+        xs = _split(x3, c, n)
 
-        # The masks (n, c, in, out) come out of the loop for the backward pass.
-        ys, keeps = ops.map(forward, (xs, index))
+        def forward(args):
+            xk, pk = args
+            return ops.matmul(xk, scale_by_words(pk, kernel, scale))
+
+        ys = ops.reshape(ops.map(forward, (xs, ps)), (n * c, length, out_dim))
+        ys = ys[:batch]
 
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-
-            def body(k, carry):
-                dkernel, dxs = carry
-                keep = ops.take(keeps, k, axis=0)
-                xk = ops.take(xs, k, axis=0)
-                gk = ops.take(upstream, k, axis=0)
-                # Transposed products through einsum: no transposed copies.
-                dx = ops.einsum("clo,cio->cli", gk,
-                                _drop(kernel, keep, keep_prob))
-                outer = ops.einsum("cli,clo->cio", xk, gk)
-                dw = ops.sum(ops.where(keep, outer, zero), axis=0) * scale
-                dxs = ops.slice_update(dxs, (k, 0, 0, 0), dx[None])
-                return dkernel + dw, dxs
-
-            zero = ops.zeros((), kernel.dtype)
-            scale = ops.cast(1.0 / keep_prob, kernel.dtype)
-            dkernel, dxs = ops.fori_loop(
-                0, n, body, (ops.zeros_like(kernel), ops.zeros_like(xs))
-            )
-            return dxs, dkernel
+            if isinstance(length, int) and length == 1:
+                units = chunk * in_dim  # as many mask elements as a chunk
+                units = (max(1, units // max(1, batch))
+                         if isinstance(batch, int) else
+                         ops.maximum(1, units // ops.maximum(1, batch)))
+                return _grad_by_unit(x3, kernel, packed, upstream, scale, units)
+            return _grad_by_example(xs, kernel, ps, upstream, scale, c, n)
 
         return ys, grad
 
     # A tensor, not the variable itself: tf.custom_gradient must not see a
     # variable read inside the function (the gradient reaches it through this).
-    ys = masked_matmul(xs, ops.copy(kernel))
-    return ops.reshape(ys, (n * c, length, out_dim))[:batch]
+    return masked_matmul(x3, ops.copy(kernel))
+
+
+def _grad_by_unit(x3, kernel, packed, upstream, scale, chunk):
+    """Gradients with one position per example, `chunk` input units at a time.
+
+    With Q[i, b, :] = M_b[i, :] / p * g[b, :] (one unpacked chunk of masks
+    times the upstream gradient), `dW[i] = x[:, i] @ Q[i]` and
+    `dx[:, i] = Q[i] @ W[i]`: two batched products of Q, no outer products.
+    """
+    in_dim, out_dim = kernel.shape
+    batch = ops.shape(x3)[0]
+    g = ops.reshape(upstream, (batch, out_dim))
+    c, n = _chunks(in_dim, chunk)
+    xt = _split(ops.transpose(ops.reshape(x3, (batch, in_dim))), c, n)
+    pt = _split(ops.transpose(packed, (1, 0, 2)), c, n)
+    ws = _split(kernel, c, n)
+
+    def unit(args):
+        xk, pk, wk = args  # (c, batch), (c, batch, width), (c, out)
+        q = scale_by_words(pk, g, scale)  # (c, batch, out)
+        dw = ops.matmul(xk[:, None, :], q)[:, 0]
+        dx = ops.matmul(q, wk[:, :, None])[:, :, 0]
+        return dw, dx
+
+    dws, dxs = ops.map(unit, (xt, pt, ws))
+    dkernel = ops.reshape(dws, (n * c, out_dim))[:in_dim]
+    dx = ops.transpose(ops.reshape(dxs, (n * c, batch))[:in_dim])
+    return ops.reshape(dx, (batch, 1, in_dim)), dkernel
+
+
+def _grad_by_example(xs, kernel, ps, upstream, scale, c, n):
+    """Gradients with several positions per example, `c` examples at a time."""
+    in_dim, out_dim = kernel.shape
+    batch, length = ops.shape(upstream)[0], ops.shape(upstream)[1]
+    gs = _split(upstream, c, n)
+
+    def body(k, carry):
+        dkernel, dxs = carry
+        xk, gk = ops.take(xs, k, axis=0), ops.take(gs, k, axis=0)
+        pk = ops.take(ps, k, axis=0)  # (c, in, width)
+        # Transposed products through einsum: no transposed copies.
+        dx = ops.einsum("clo,cio->cli", gk, scale_by_words(pk, kernel, scale))
+        outer = ops.einsum("cli,clo->cio", xk, gk)
+        dw = ops.sum(scale_by_words(pk, outer, scale), axis=0)
+        dxs = ops.slice_update(dxs, (k, 0, 0, 0), dx[None])
+        return dkernel + dw, dxs
+
+    dkernel, dxs = ops.fori_loop(
+        0, n, body, (ops.zeros_like(kernel), ops.zeros_like(xs))
+    )
+    dx = ops.reshape(dxs, (n * c, length, in_dim))[:batch]
+    return dx, dkernel
 
 
 # ----------------------------------------------------------------------------
@@ -324,14 +389,18 @@ class DropConnectDense(_DropConnect, keras.layers.Dense):
       * `"batch"`: one kernel mask per call, shared by the whole batch (the
         common, cheap variant: one `in x out` mask per step).
       * `"example"`: an independent kernel mask for every example, the paper's
-        definition. It needs `batch x in x out` mask elements per call (two
-        per 32-bit random word), which costs far more than the matmul
-        itself (see the README's benchmark). The masks are drawn once per
-        call and kept as booleans for the backward pass (`batch x in x out`
-        bytes while a training step runs); the masked products are computed
-        `example_chunk` examples at a time, so the float32 temporaries are a
-        few `example_chunk x in x out` tensors per loop iteration in flight
-        (TensorFlow runs up to 10 at once), not the whole batch's.
+        definition. It needs `batch x in x out` mask elements per call,
+        which costs far more than the matmul itself (see the README's
+        benchmark). The masks are drawn once per call as packed bits
+        (`kreg.layers._bernoulli.keep_words`: 32 per random word at
+        `keep_prob = 0.5`, the same `2**-16` quantization as every kreg
+        mask) and kept, as bits, for the backward pass
+        (`batch x in x out / 8` bytes while a training step runs); the
+        masked products are computed `example_chunk` examples (backward:
+        as many input units) at a time, so the float temporaries are a few
+        4 MiB tensors per loop iteration in flight (TensorFlow runs up to
+        10 at once), not the whole batch's. On TensorFlow the unpacking of
+        the bits is one XLA-compiled loop.
 
     Inference (`inference`, when `training` is falsy):
       * `"mean"`: deterministic, `activation(x @ W + b)`.
@@ -371,7 +440,7 @@ class DropConnectDense(_DropConnect, keras.layers.Dense):
         drop_bias: bool, default True. Whether the bias is dropped too.
         example_chunk: int >= 1 or None, default None. Examples per chunk for
             `mask="example"`; None picks the largest chunk whose masks take at
-            most 8 MiB (`example_chunk * in * out * 4` bytes).
+            most 4 MiB (`example_chunk * in * out * 4` bytes).
         seed: int or None, default None. Seed of the layer's random stream.
         **dense_kwargs: every other `keras.layers.Dense` argument
             (`activation`, `use_bias`, initializers, regularizers,
@@ -467,7 +536,7 @@ class DropConnectDense(_DropConnect, keras.layers.Dense):
         for size in shape[1:-1]:
             length = length * size
         x3 = ops.reshape(inputs, (batch, length, in_dim))
-        y = _example_matmul(x3, kernel, seeds, self.keep_prob,
+        y = _example_matmul(x3, kernel, seeds(1), self.keep_prob,
                             self._chunk(in_dim))
         y = ops.reshape(y, shape[:-1] + (self.units,))
         if self.bias is None:

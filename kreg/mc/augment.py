@@ -304,13 +304,15 @@ def augmenting(layers):
     >>> from kreg.layers.base import SamplingContext, sampling_scope
     >>> flip = keras.layers.RandomFlip("horizontal")
     >>> x = np.arange(4.0).reshape(1, 1, 4, 1)
-    >>> ctx = SamplingContext(np.array([3, 0]), tiles=8)
+    >>> ctx = SamplingContext(np.array([0, 0]), tiles=64)
     >>> with augmenting([flip]), sampling_scope(ctx):
-    ...     y = flip(np.tile(x, (8, 1, 1, 1)), training=False)
-    >>> sorted({tuple(r) for r in keras.ops.convert_to_numpy(y)[:, 0, :, 0]})
-    [(0.0, 1.0, 2.0, 3.0), (3.0, 2.0, 1.0, 0.0)]
-    >>> flip(x, training=False)[0, 0, :, 0].tolist()  # outside: Keras's inference
-    [0.0, 1.0, 2.0, 3.0]
+    ...     y = flip(np.tile(x, (64, 1, 1, 1)), training=False)
+    >>> rows = keras.ops.convert_to_numpy(y)[:, 0, :, 0].astype(int).tolist()
+    >>> sorted({tuple(r) for r in rows})  # each row flipped or not
+    [(0, 1, 2, 3), (3, 2, 1, 0)]
+    >>> out = flip(x, training=False)  # outside: Keras's inference, the identity
+    >>> keras.ops.convert_to_numpy(out)[0, 0, :, 0].astype(int).tolist()
+    [0, 1, 2, 3]
     """
     layers = list(layers)
     for layer in layers:

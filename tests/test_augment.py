@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from kreg._compile import compile_inference
-from kreg.layers.base import SamplingContext
-from kreg.layers.base import sampling_scope
+from kreg.layers._sampling import SamplingContext
+from kreg.layers._sampling import sampling_scope
 from kreg.mc import augment
 from kreg.mc.augment import augmenting
 

@@ -9,7 +9,7 @@ stays in inference mode: averaging the T samples marginalizes the prediction
 over the augmentation numerically (test-time augmentation).
 
 `augmenting(layers)` is the switch: while it is active, each listed layer,
-when called inside a kreg sampling scope (`kreg.layers.base.sampling_scope`),
+when called inside a kreg sampling scope (`kreg.layers._sampling`),
 draws its transformation through Keras's own protocol
 (`get_random_transformation(..., seed=...)` then `transform_images(...,
 training=True)`) with seeds derived from the scope's `SamplingContext`
@@ -26,7 +26,7 @@ Draws per row or per sample:
 - joint mode: sample t applies one transformation to all inputs of the
   sample; it is row `sample_offset + t` of a draw for all `total_samples`,
   so it depends on the seed, the layer and t only (the rule of
-  `kreg.layers._noise.per_sample_draw`).
+  `kreg.layers._sampling.per_sample_draw`).
 
 `RandomCrop` crops one window for the whole batch in Keras's training mode,
 and its traced slicing does not compile under `jax.jit`; kreg crops it row by
@@ -43,7 +43,8 @@ import threading
 import keras
 from keras import ops
 
-from kreg.layers.base import current_sampling
+from kreg import _compat
+from kreg.layers._sampling import current_sampling
 
 #: The Keras layers `augment=True` samples.
 AUGMENTATION_LAYERS = (
@@ -84,7 +85,7 @@ def augmentation_layers(model, owner="MCPredictor"):
             (`RandomShear`, `MixUp`, ...), which kreg does not sample: with
             `augment=True` it would silently stay the identity.
     """
-    layers = model._flatten_layers(include_self=True, recursive=True)
+    layers = _compat.flatten_layers(model)
     found = [layer for layer in layers if isinstance(layer, AUGMENTATION_LAYERS)]
     others = [layer for layer in layers
               if not isinstance(layer, AUGMENTATION_LAYERS)
@@ -224,7 +225,7 @@ def sample_layer(layer, images, ctx):
     Args:
         layer: one of `AUGMENTATION_LAYERS`.
         images: a batch of images (rank 4), tiled sample-major as `ctx` says.
-        ctx: the active `kreg.layers.base.SamplingContext`.
+        ctx: the active `kreg.layers._sampling.SamplingContext`.
 
     Returns:
         The augmented batch. The layer's `SeedGenerator` is not used.
@@ -301,7 +302,7 @@ def augmenting(layers):
     Example:
 
     >>> import numpy as np
-    >>> from kreg.layers.base import SamplingContext, sampling_scope
+    >>> from kreg.layers._sampling import SamplingContext, sampling_scope
     >>> flip = keras.layers.RandomFlip("horizontal")
     >>> x = np.arange(4.0).reshape(1, 1, 4, 1)
     >>> ctx = SamplingContext(np.array([0, 0]), tiles=64)

@@ -122,6 +122,25 @@ def test_layers_before_the_flip_are_the_prefix_and_the_flip_samples():
     assert 0 < is_mirrored.mean() < 1
 
 
+def test_an_augmentation_block_nested_in_a_sequential_samples():
+    """The common Keras pattern: `augmentation = keras.Sequential([...])`."""
+    block = keras.Sequential([keras.layers.RandomFlip("horizontal", seed=2)])
+    inputs = keras.Input((3, 4, 1))
+    h = keras.layers.Conv2D(1, 1, use_bias=False, kernel_initializer="ones")(inputs)
+    dense = keras.layers.Dense(1)
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(block(h))))
+    dense.kernel.assign(np.arange(1.0, 13.0, dtype="float32").reshape(12, 1))
+    x = _inputs()
+    plain = _np(model(x, training=False))[:, 0]
+    mirrored = _np(model(x[:, :, ::-1], training=False))[:, 0]
+    assert np.abs(plain - mirrored).min() > 0.1
+    s = kreg.MCPredictor(model, samples=200, seed=6, augment=True, task="regression").predict(
+        x, verbose=0, return_samples=True).samples[..., 0]
+    is_mirrored = np.isclose(s, mirrored, rtol=1e-5, atol=1e-6)
+    assert (np.isclose(s, plain, rtol=1e-5, atol=1e-6) ^ is_mirrored).all()
+    assert abs(is_mirrored.mean() - 0.5) < 5 * 0.5 / math.sqrt(is_mirrored.size)
+
+
 def test_augment_false_leaves_the_augmentation_layers_off():
     """Same model, augment=False then True: the compile cache keeps them apart."""
     model = _flip_model(dropout=True)

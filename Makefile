@@ -68,8 +68,11 @@ XDIST ?= -n 2 --dist loadscope
 test-tensorflow: venv
 	KERAS_BACKEND=tensorflow $(PY) -m pytest $(XDIST) kreg tests
 
+# The JAX and PyTorch passes run with TensorFlow made impossible to import
+# (KREG_TEST_WITHOUT, tests/conftest.py): kreg and its tests need only Keras,
+# NumPy and that backend.
 test-jax test-torch: test-%: venv
-	KERAS_BACKEND=$* $(PY) -m pytest $(XDIST) kreg tests
+	KERAS_BACKEND=$* KREG_TEST_WITHOUT=tensorflow $(PY) -m pytest $(XDIST) kreg tests
 
 bench: venv
 	$(PY) benchmarks/run_all.py

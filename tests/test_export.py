@@ -15,12 +15,14 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import kreg
 from kreg.mc._graph import split_model
 from kreg.serving import _endpoints
 from kreg.serving import _summary
+
+# A TensorFlow-only module: skipped where TensorFlow is not installed.
+tf = pytest.importorskip("tensorflow", reason="a TensorFlow-only module")
 
 pytestmark = pytest.mark.tf_only(
     reason="SavedModel export is TensorFlow's")

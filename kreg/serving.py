@@ -235,7 +235,7 @@ def _rows_per_pass(max_batch, mc_samples):
 
 
 def _endpoints(model, mc_samples, task, input_signature=None, *, temperature=None,
-               from_logits=None, max_batch=None, joint=False):
+               from_logits=None, max_batch=None, joint=False, augment=False):
     """The Python functions behind the three signatures, and the input specs.
 
     Returns `({"serve": f, "serve_mc": f, "serve_mc_seeded": f}, specs)`:
@@ -251,7 +251,7 @@ def _endpoints(model, mc_samples, task, input_signature=None, *, temperature=Non
     from kreg.mc.plan import no_sampling_layer
     from kreg.mc.predictor import resolve_temperatures
 
-    if not sampling_layers(model):
+    if not sampling_layers(model) and not augment:
         raise no_sampling_layer(OWNER, model)
     specs = _input_signature(model, input_signature)
     if len(specs) != 1:
@@ -268,7 +268,8 @@ def _endpoints(model, mc_samples, task, input_signature=None, *, temperature=Non
             [spec.name for spec in keras.tree.flatten(specs)])
     rows_per_pass = _rows_per_pass(max_batch, mc_samples)
     # MCPredictor's plan: the split (prefix computed once), layer streams, heads.
-    plan = SamplingPlan(OWNER, model, task=task, from_logits=from_logits)
+    plan = SamplingPlan(OWNER, model, task=task, from_logits=from_logits,
+                        augment=augment)
     if plan.heads is not None:  # known outputs: check before tracing
         resolve_temperatures(OWNER, plan.heads, temperature)
         _check_output_keys(plan.heads)
@@ -384,7 +385,7 @@ def _chunked(x, n, rows, fn):
 
 def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
            verbose=False, overwrite=False, temperature=None, from_logits=None,
-           max_batch=DEFAULT_MAX_BATCH, joint=False):
+           max_batch=DEFAULT_MAX_BATCH, joint=False, augment=False):
     """Write a TensorFlow SavedModel with deterministic and Monte Carlo signatures.
 
     The SavedModel (written by `keras.export.ExportArchive`) runs without
@@ -453,6 +454,12 @@ def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
             samples) in one forward pass; None: every request in one pass.
         joint: bool, default False. Joint samples (sample t is one network
             for every row of a request), as `MCPredictor(..., joint=True)`.
+        augment: bool, default False. The Monte Carlo signatures also sample
+            the model's Keras random augmentation layers (test-time
+            augmentation), as `MCPredictor(..., augment=True)`. Their ops
+            (stateless random draws, image transforms) are TensorFlow ops
+            and go into the SavedModel like the dropout masks; `serve` stays
+            `model.predict`.
 
     Returns:
         None. The SavedModel is written to `path`.
@@ -500,6 +507,7 @@ def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
     path = _check_target(path, overwrite)
     max_batch = v.check_int(OWNER, "max_batch", max_batch, low=1, allow_none=True)
     joint = v.check_bool(OWNER, "joint", joint)
+    augment = v.check_bool(OWNER, "augment", augment)
     if not isinstance(temperature, (list, tuple, dict)):
         check_temperature_value(OWNER)(temperature)
 
@@ -507,7 +515,7 @@ def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
 
     endpoints, specs = _endpoints(model, mc_samples, task, input_signature,
                                   temperature=temperature, from_logits=from_logits,
-                                  max_batch=max_batch, joint=joint)
+                                  max_batch=max_batch, joint=joint, augment=augment)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serve", endpoints["serve"], specs)

@@ -20,9 +20,12 @@ def sampling_layers(model):
             if isinstance(layer, StochasticLayer) and layer.is_stochastic]
 
 
-def _contains_sampling(operation):
+def _contains_sampling(operation, extra):
+    """True when `operation` is or holds a sampling layer (or one of `extra`)."""
     if isinstance(operation, keras.layers.Layer):
-        return bool(sampling_layers(operation))
+        if sampling_layers(operation):
+            return True
+        return any(id(layer) in extra for layer in _compat.flatten_layers(operation))
     return False
 
 
@@ -52,7 +55,9 @@ class Split:
         self.prefix_layers = prefix_layers
 
 
-def split_model(model):
+def split_model(model, extra_sampling=()):
+    """Split `model`; `extra_sampling`: more layers that sample (augmentation)."""
+    extra = {id(layer) for layer in extra_sampling}
     graph = _functional_view(model)
     if graph is None:
         return Split(None, model, [])
@@ -66,7 +71,7 @@ def split_model(model):
         for node in nodes[depth]:
             op = node.operation
             inputs = list(node.input_tensors)
-            sampled = _contains_sampling(op) or any(
+            sampled = _contains_sampling(op, extra) or any(
                 id(t) in stochastic_tensors for t in inputs)
             if sampled:
                 for t in node.outputs:

@@ -22,6 +22,7 @@ from kreg.layers._sampling import sampling_scope
 from kreg.layers._seeds import encode_seed
 from kreg.layers._seeds import seed_dtype
 from kreg.mc import _heads
+from kreg.mc import augment as _augment
 from kreg.mc._graph import sampling_layers
 from kreg.mc._graph import split_model
 
@@ -48,10 +49,15 @@ class SamplingPlan:
         task: `"auto"`, `"classification"`, `"regression"`, or one per output
             (see `kreg.MCPredictor`).
         from_logits: None, a bool, or one per output (see `kreg.MCPredictor`).
+        augment: bool, default False. The model's Keras random augmentation
+            layers sample too (`kreg.mc.augment`; see `kreg.MCPredictor`).
 
     Attributes:
         model: the model.
-        layers: the sampling layers, in a stable order.
+        layers: the sampling layers, in a stable order (kreg's, then the
+            augmentation layers with `augment=True`).
+        augment_layers: the Keras augmentation layers that sample ([] unless
+            `augment=True`).
         layer_index: dict `id(layer) -> int`, each layer's random stream.
         split: the prefix/suffix split (`kreg.mc._graph.Split`).
         heads: one `kreg.mc._heads.Head` per output (None for a subclassed
@@ -60,11 +66,13 @@ class SamplingPlan:
             layers and settings (compiled functions, input templates).
     """
 
-    def __init__(self, owner, model, *, task="auto", from_logits=None):
+    def __init__(self, owner, model, *, task="auto", from_logits=None, augment=False):
         if not model.built:
             raise v.invalid_value(owner, "model",
                                   "a built model (call it or build it first)", model)
-        layers = sampling_layers(model)
+        self.augment_layers = (_augment.augmentation_layers(model, owner)
+                               if augment else [])
+        layers = sampling_layers(model) + self.augment_layers
         if not layers:
             raise no_sampling_layer(owner, model)
         self.owner = owner
@@ -74,7 +82,7 @@ class SamplingPlan:
         key = tuple(_layer_key(layer) for layer in layers)
         self.cache = _CACHES.setdefault(model, {}).setdefault(key, {})
         if "split" not in self.cache:
-            self.cache["split"] = split_model(model)
+            self.cache["split"] = split_model(model, self.augment_layers)
         self.split = self.cache["split"]
         self.task = task
         self.from_logits = from_logits
@@ -127,10 +135,11 @@ class SamplingPlan:
 
     def sample(self, fn, inputs, seed, tiles, *, joint=False, sample_offset=0,
                total_samples=None, transform=None):
-        """`sample_outputs` with this plan's layer index."""
+        """`sample_outputs` with this plan's layer index and augmentation layers."""
         return sample_outputs(fn, inputs, seed, tiles, layer_index=self.layer_index,
                               joint=joint, sample_offset=sample_offset,
-                              total_samples=total_samples, transform=transform)
+                              total_samples=total_samples, transform=transform,
+                              augment_layers=self.augment_layers)
 
 
 def no_sampling_layer(owner, model):
@@ -141,6 +150,9 @@ def no_sampling_layer(owner, model):
         for layer in _compat.flatten_layers(model, include_self=False))
     hint = (" It uses keras.layers.Dropout: convert it with "
             "kreg.convert_dropout(model)." if has_keras_dropout else "")
+    if _augment.augmentation_layers(model, owner):
+        hint += (" It has random augmentation layers: pass augment=True to "
+                 "sample them (test-time augmentation).")
     return ValueError(
         f"Invalid value for argument `model` of {owner}: expected a model with at "
         "least one kreg stochastic layer (Dropout, DropConnect, GaussianDropout, "
@@ -149,7 +161,8 @@ def no_sampling_layer(owner, model):
 
 
 def sample_outputs(fn, inputs, seed, tiles, *, layer_index, joint=False,
-                   sample_offset=0, total_samples=None, transform=None):
+                   sample_offset=0, total_samples=None, transform=None,
+                   augment_layers=()):
     """Run `fn` on `inputs` tiled `tiles` times with kreg's layers sampling.
 
     The building block of `MCPredictor` and of `kreg.export`'s Monte Carlo
@@ -168,6 +181,8 @@ def sample_outputs(fn, inputs, seed, tiles, *, layer_index, joint=False,
         joint, sample_offset, total_samples: see `SamplingContext`.
         transform: None or a callable on the flat list of outputs (e.g.
             `SamplingPlan.to_probabilities`), applied per sample.
+        augment_layers: Keras random augmentation layers that sample too
+            (`kreg.mc.augment.augmenting`); none by default.
 
     Returns:
         A list of tensors of shape `(tiles, N, ...)`, one per model output (in
@@ -179,7 +194,7 @@ def sample_outputs(fn, inputs, seed, tiles, *, layer_index, joint=False,
                           sample_offset=sample_offset,
                           total_samples=total_samples or tiles,
                           layer_index=layer_index)
-    with sampling_scope(ctx):
+    with _augment.augmenting(augment_layers), sampling_scope(ctx):
         out = keras.tree.flatten(fn(tiled, training=False))
     if transform is not None:
         out = transform(out)

@@ -64,7 +64,8 @@ class MCPredictor:
     Args:
         model: a built Keras model containing kreg stochastic layers with
             rate > 0 (use `kreg.convert_dropout` for a model built with
-            `keras.layers.Dropout`).
+            `keras.layers.Dropout`), or, with `augment=True`, Keras random
+            augmentation layers.
         samples: int >= 1, default 50. The number T of Monte Carlo samples.
         seed: int in [0, 2**32) or None, default None. With a seed, every
             `predict` call returns the same samples, and distinct seeds give
@@ -94,6 +95,22 @@ class MCPredictor:
             every output come from the same T networks. The prediction keeps
             its samples, for `MCPrediction.covariance` and
             `kreg.acquisition.batch_bald`.
+        augment: bool, default False. Test-time augmentation: the model's
+            Keras random augmentation layers (`RandomFlip`,
+            `RandomTranslation`, `RandomRotation`, `RandomZoom`,
+            `RandomContrast`, `RandomBrightness`, `RandomCrop`) sample too,
+            as in training, with seeds from the predictor's (so `seed=`
+            reproduces them; their own generators are not used and no
+            variable changes); every other layer stays in inference mode.
+            Each row of each sample gets its own transformation; with
+            `joint=True`, sample t applies one transformation to all its
+            inputs, a function of the seed, the layer and t. `RandomCrop`
+            crops a random window per row (per sample when joint) where the
+            input is larger than the crop, else it takes Keras's training
+            path (a resize). A model whose only random layers are
+            augmentation layers is accepted; another Keras random
+            preprocessing layer (`RandomShear`, `MixUp`, ...) is an error,
+            since it would not sample. See `kreg.mc.augment`.
         temperature: float > 0 or None, default None. Temperature scaling
             (Guo et al. 2017) of classification outputs. For several
             outputs, a float applies to every output (all must then be
@@ -161,7 +178,8 @@ class MCPredictor:
     """
 
     def __init__(self, model, samples=50, *, seed=None, max_batch=DEFAULT_MAX_BATCH,
-                 task="auto", from_logits=None, joint=False, temperature=None):
+                 task="auto", from_logits=None, joint=False, temperature=None,
+                 augment=False):
         owner = "MCPredictor"
         if not isinstance(model, keras.Model) and not isinstance(model, keras.layers.Layer):
             raise v.invalid_type(owner, "model", "a Keras model", model)
@@ -183,12 +201,14 @@ class MCPredictor:
         self.from_logits = from_logits
         self.temperature = temperature
         self.joint = v.check_bool(owner, "joint", joint)
+        self.augment = v.check_bool(owner, "augment", augment)
         self.model = model
         #: The `kreg.mc.plan.SamplingPlan` shared with `kreg.export`: the
         #: sampling layers, their streams, the prefix split, the heads and the
         #: compiled functions (shared by every predictor of the same model
         #: and sampling settings, so several predictors do not each retrace).
-        self.plan = SamplingPlan(owner, model, task=task, from_logits=from_logits)
+        self.plan = SamplingPlan(owner, model, task=task, from_logits=from_logits,
+                                 augment=self.augment)
         self._cache = self.plan.cache
         self._heads_key = self.plan.heads_key
         self._temperatures = None

@@ -59,11 +59,17 @@ test: venv lint test-keras-spec test-tensorflow test-jax test-torch
 test-keras-spec: venv
 	KERAS_BACKEND=tensorflow $(PY) tests/keras_upstream/run.py
 
+# Two pytest-xdist workers (the two cores of the reference machine; override
+# with `make test XDIST=` for one process). `loadscope` keeps each test
+# module on one worker, so a module's shared fixtures (trained models,
+# exported SavedModels) are built once.
+XDIST ?= -n 2 --dist loadscope
+
 test-tensorflow: venv
-	KERAS_BACKEND=tensorflow $(PY) -m pytest kreg tests
+	KERAS_BACKEND=tensorflow $(PY) -m pytest $(XDIST) kreg tests
 
 test-jax test-torch: test-%: venv
-	KERAS_BACKEND=$* $(PY) -m pytest kreg tests
+	KERAS_BACKEND=$* $(PY) -m pytest $(XDIST) kreg tests
 
 bench: venv
 	$(PY) benchmarks/run_all.py

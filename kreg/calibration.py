@@ -136,10 +136,10 @@ def _temper_rows(p, inv_t, xp):
 
 
 def _xlogx(p, xp):
-    """p log p with 0 log 0 = 0."""
-    positive = p > 0
-    return xp.where(positive, p * xp.log(xp.where(positive, p, xp.ones_like(p))),
-                    xp.zeros_like(p))
+    """p log p with 0 log 0 = 0 (`kreg.mc.metrics.xlogx`)."""
+    from kreg.mc.metrics import xlogx
+
+    return xlogx(p, xp)
 
 
 def _tempered_split(samples, inv_t, sigmoid, xp):

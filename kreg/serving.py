@@ -61,6 +61,7 @@ import shutil
 
 import keras
 
+from kreg import _compat
 from kreg import _validation as v
 from kreg._extras import require_tensorflow
 from kreg.mc.predictor import DEFAULT_MAX_BATCH
@@ -69,7 +70,7 @@ from kreg.mc.predictor import check_temperature_value
 OWNER = "export"
 SIGNATURES = ("serve", "serve_mc", "serve_mc_seeded")
 # A seed s (mod 2**52) is MCPredictor's seed s mod 2**32 at pass counter
-# s >> 32 (kreg.mc.predictor.seed_words: 32 seed bits + 20 counter bits), so
+# s >> 32 (kreg.layers._seeds.encode_seed: 32 seed bits + 20 counter bits), so
 # seeds below 2**52 give distinct streams and s < 2**32 is MCPredictor's
 # first pass with seed=s.
 SEED_BITS = 52
@@ -97,12 +98,9 @@ def check_tensorflow(owner):
 
 
 def _input_signature(model, input_signature):
-    from keras.src.export.export_utils import get_input_signature
-    from keras.src.export.export_utils import make_tf_tensor_spec
-
     if input_signature is None:
         try:
-            input_signature = get_input_signature(model)
+            input_signature = _compat.export_input_signature(model)
         except ValueError as err:
             raise ValueError(
                 v.error_message(
@@ -115,7 +113,7 @@ def _input_signature(model, input_signature):
     elif not isinstance(input_signature, (list, tuple)):
         input_signature = [input_signature]
     try:
-        specs = [keras.tree.map_structure(make_tf_tensor_spec, s)
+        specs = [keras.tree.map_structure(_compat.make_tf_tensor_spec, s)
                  for s in input_signature]
     except (TypeError, ValueError) as err:
         raise type(err)(v.error_message(
@@ -148,10 +146,9 @@ def _check_shapes(model, specs):
 
 
 def _xlogx(p):
-    import tensorflow as tf
+    from kreg.mc.metrics import xlogx
 
-    return tf.where(p > 0, p * tf.math.log(tf.maximum(p, 1e-12)),
-                    tf.zeros_like(p))
+    return xlogx(p, keras.ops)
 
 
 def _summary(samples, task, activation, temperature=None):
@@ -247,20 +244,15 @@ def _endpoints(model, mc_samples, task, input_signature=None, *, temperature=Non
     """
     import tensorflow as tf
 
+    from kreg.layers._seeds import COUNTER_BITS
+    from kreg.layers._seeds import encode_seed
     from kreg.mc._graph import sampling_layers
-    from kreg.mc.predictor import COUNTER_BITS
-    from kreg.mc.predictor import MCPredictor
+    from kreg.mc.plan import SamplingPlan
+    from kreg.mc.plan import no_sampling_layer
     from kreg.mc.predictor import resolve_temperatures
-    from kreg.mc.predictor import sample_outputs
-    from kreg.mc.predictor import seed_words
 
     if not sampling_layers(model):
-        raise v.invalid_value(
-            OWNER, "model",
-            "a model with at least one kreg stochastic layer (Dropout, "
-            "DropConnect) with rate > 0 (for a model built with "
-            "keras.layers.Dropout, use kreg.convert_dropout(model) first)",
-            model.name)
+        raise no_sampling_layer(OWNER, model)
     specs = _input_signature(model, input_signature)
     if len(specs) != 1:
         raise v.invalid_value(
@@ -275,15 +267,13 @@ def _endpoints(model, mc_samples, task, input_signature=None, *, temperature=Non
             "rename the model input or pass an input_signature with other names",
             [spec.name for spec in keras.tree.flatten(specs)])
     rows_per_pass = _rows_per_pass(max_batch, mc_samples)
-    # The predictor's split (prefix computed once), layer order and heads.
-    predictor = MCPredictor(model, samples=mc_samples, task=task,
-                            from_logits=from_logits, joint=joint)
-    if predictor.heads is not None:  # known outputs: check before tracing
-        resolve_temperatures(OWNER, predictor.heads, temperature)
-        _check_output_keys(predictor.heads)
-    split = predictor.split
-    layer_index = predictor.layer_index
-    seed_dtype = predictor.seed_dtype
+    # MCPredictor's plan: the split (prefix computed once), layer streams, heads.
+    plan = SamplingPlan(OWNER, model, task=task, from_logits=from_logits)
+    if plan.heads is not None:  # known outputs: check before tracing
+        resolve_temperatures(OWNER, plan.heads, temperature)
+        _check_output_keys(plan.heads)
+    split = plan.split
+    seed_dtype = plan.seed_dtype
     calls = tf.Variable(0, dtype=tf.int64, trainable=False, name="kreg_mc_calls")
 
     def chunk(x, user, high, index):
@@ -298,12 +288,11 @@ def _endpoints(model, mc_samples, task, input_signature=None, *, temperature=Non
         # seed s is pass 0 of seed s + i * 2**32 (MCPredictor's counter),
         # and joint samples do not depend on the pass.
         counter = high if joint else tf.math.floormod(high + index, 1 << COUNTER_BITS)
-        base = tf.cast(tf.stack(seed_words(user, counter)), seed_dtype)
-        samples = sample_outputs(split.suffix, arg, base, mc_samples,
-                                 layer_index=layer_index, joint=joint,
-                                 total_samples=mc_samples,
-                                 transform=predictor.to_probabilities)
-        heads = predictor.heads
+        base = tf.cast(tf.stack(encode_seed(user, counter)), seed_dtype)
+        samples = plan.sample(split.suffix, arg, base, mc_samples, joint=joint,
+                              total_samples=mc_samples,
+                              transform=plan.to_probabilities)
+        heads = plan.heads
         _check_output_keys(heads)
         return _summaries(samples, heads,
                           resolve_temperatures(OWNER, heads, temperature))

@@ -398,7 +398,7 @@ def test_input_sizes_reuse_a_few_compiled_functions(monkeypatch, caplog):
     # Chunks are padded to a power of two (or batch_size): 13 input sizes
     # with max_batch=64 compile at most two functions per padded size, and a
     # second round of sizes compiles nothing new.
-    from kreg.mc import predictor as mod
+    from kreg.mc import plan as mod
 
     traces = []
     original = mod.sample_outputs
@@ -446,7 +446,7 @@ def test_seeds_differing_by_2_to_the_24_give_different_samples(bn_model):
 
 
 def test_seed_words_are_one_to_one():
-    from kreg.mc.predictor import seed_words
+    from kreg.layers._seeds import encode_seed as seed_words
 
     seeds = [0, 1, 2**24 - 1, 2**24, 2**24 + 1, 2**31, 2**32 - 1]
     words = {seed_words(s, c) for s in seeds for c in (0, 1, 2**20 - 1)}

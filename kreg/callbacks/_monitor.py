@@ -12,6 +12,7 @@ import re
 
 import keras
 
+from kreg import _compat
 from kreg import _validation as v
 
 MODES = ("auto", "min", "max")
@@ -91,7 +92,7 @@ def declared_direction(model, monitor):
         if id(metric) in seen:
             continue
         seen.add(id(metric))
-        direction = getattr(metric, "_direction", None)
+        direction = _compat.metric_direction(metric)
         if getattr(metric, "name", None) == name and \
                 direction in ("up", "down"):
             return "max" if direction == "up" else "min"

@@ -14,6 +14,7 @@ import warnings
 import keras
 import numpy as np
 
+from kreg import _compat
 from kreg import _validation as v
 from kreg.callbacks import _checkpoint
 from kreg.callbacks import _prechelt
@@ -48,11 +49,7 @@ STATE_VERSION = _resume.STATE_VERSION
 
 
 def _print(message):
-    try:
-        from keras.src.utils import io_utils
-        io_utils.print_msg(message)
-    except ImportError:  # pragma: no cover - Keras internals moved
-        print(message)
+    _compat.print_msg(message)
 
 
 def _check_name(name, value):

@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 
+from kreg import _compat
 from kreg import _validation as v
 from kreg.callbacks._args import check_config
 from kreg.callbacks._args import check_epoch
@@ -130,7 +131,7 @@ class RegularizationMonitor(keras.callbacks.Callback):
                 "`model.fit(..., callbacks=[...])` or call `set_model(model)` "
                 "first.")
         found = {}
-        for layer in model._flatten_layers(include_self=False, recursive=True):
+        for layer in _compat.flatten_layers(model, include_self=False):
             kernel = _kernel(layer)
             if kernel is None:
                 continue

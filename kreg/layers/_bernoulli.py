@@ -102,11 +102,11 @@ def _torch_fill(words, seed):
     """Fill int64 `words` with 64 uniform random bits each, from `seed`."""
     import torch
 
-    from kreg.layers.base import _mix32  # the seed-pair hash, written once
+    from kreg.layers._seeds import mix32  # the seed-pair hash, written once
 
     first, second = (int(s) for s in _seed_tensor(seed).reshape(-1)[:2].tolist())
     generator = torch.Generator(device=words.device)
-    generator.manual_seed(_mix32(_mix32(first) ^ (second * 0x9E3779B1)))
+    generator.manual_seed(mix32(mix32(first) ^ (second * 0x9E3779B1)))
     # from=-2**63, to=None: every int64 value, i.e. 64 uniform random bits.
     return words.random_(-(2**63), None, generator=generator)
 

@@ -3,14 +3,12 @@
 Stochastic pooling, fractional max-pooling and additive Gaussian noise are
 kreg stochastic layers (`StochasticLayer`: a saved seed state, sampled by the
 Monte Carlo predictor and `kreg.export`), but they have no drop probability.
-`NoiseLayer` gives them a seeded generator without a rate, and
-`per_sample_draw` the one rule for drawing noise per Monte Carlo sample that
-`kreg.layers.Dropout` follows too: in joint mode the draw of sample t is a
-function of the seed, the layer and t only. Backend-neutral.
+`NoiseLayer` gives them a seeded generator without a rate; they draw their
+noise per Monte Carlo sample with `kreg.layers._sampling.per_sample_draw`.
+Backend-neutral.
 """
 
 import keras
-from keras import ops
 
 from kreg import _validation as v
 from kreg.layers.base import StochasticLayer
@@ -47,24 +45,3 @@ def check_data_format(owner, data_format):
     if isinstance(data_format, str):
         data_format = data_format.lower()
     return v.check_option(owner, "data_format", data_format, DATA_FORMATS)
-
-
-def per_sample_draw(ctx, seed, shape, draw):
-    """One draw of `shape` for each Monte Carlo sample of a tiled pass.
-
-    Returns a tensor of shape `(ctx.tiles,) + shape`. In joint mode, sample
-    t's draw is row `sample_offset + t` of a draw for all `total_samples`, so it
-    depends on the seed, the layer and the sample index only (not on chunking).
-
-    Args:
-        ctx: the active `SamplingContext`.
-        seed: the layer's seed in this pass (`ctx.seed_for(layer)`).
-        shape: tuple, the shape of one sample's draw.
-        draw: `draw(shape, seed)` returning a tensor of that shape.
-    """
-    shape = tuple(shape)
-    if not ctx.joint:
-        return draw((ctx.tiles,) + shape, seed)
-    full = draw((ctx.total_samples,) + shape, seed)
-    return ops.slice(full, (ctx.sample_offset,) + (0,) * len(shape),
-                     (ctx.tiles,) + shape)

@@ -1,30 +1,34 @@
-"""Shared machinery of kreg's stochastic layers.
+"""The base class of kreg's stochastic layers.
 
-`StochasticLayer` holds what Dropout, DropConnect and the Monte Carlo predictor
-share: validation of `rate`/`keep_prob`, the per-layer
+`StochasticLayer` holds what Dropout, DropConnect, the noise layers and the
+Monte Carlo predictor share: validation of `rate`/`keep_prob`, the per-layer
 `keras.random.SeedGenerator` (whose state is saved with the model, unlike
-Keras's own layers), and the *sampling scope* through which the Monte Carlo
-predictor asks kreg's layers, and only them, to draw masks at inference time
-while every other layer (BatchNormalization included) stays in inference mode.
+Keras's own layers), kreg's one Bernoulli mask primitive, and a `call` that
+dispatches to the three things a stochastic layer does: `_sample` (inside a
+sampling scope: Monte Carlo prediction), `_train` (training) and `_infer`
+(the analytic marginalization at inference). A new layer writes only those.
 
-The scope is read when a function is traced, so it only affects functions
-traced inside it: `model.predict`'s cached function is never changed by it.
-Backend-neutral: only `keras.ops` and `keras.random`.
+The rest of the plumbing has its own modules: the sampling scope
+(`kreg.layers._sampling`), the seed layout and seed tensors
+(`kreg.layers._seeds`), replica-distinct training seeds under
+`tf.distribute` (`kreg.layers._replica`). Backend-neutral: only `keras.ops`
+and `keras.random`.
 """
-
-import contextlib
-import threading
 
 import keras
 import numpy as np
 from keras import ops
-from keras.src.backend import random_seed_dtype
 
 from kreg import _validation as v
 from kreg.layers import _bernoulli
+from kreg.layers import _replica
+from kreg.layers._sampling import SamplingContext  # noqa: F401 - re-exported
+from kreg.layers._sampling import current_sampling
+from kreg.layers._sampling import sampling_scope  # noqa: F401 - re-exported
+from kreg.layers._seeds import MAX_SAMPLING_LAYERS  # noqa: F401 - re-exported
+from kreg.layers._seeds import TensorSeed  # noqa: F401 - re-exported
 
 SEED_STATE_KEY = "seed_generator_state"
-MAX_SAMPLING_LAYERS = 127
 
 
 class _DefaultFloat(float):
@@ -35,121 +39,6 @@ class _DefaultFloat(float):
 
 
 DEFAULT_RATE = _DefaultFloat(0.5)
-
-
-class TensorSeed(keras.random.SeedGenerator):
-    """A seed "generator" that always returns one given seed tensor.
-
-    `keras.random.*` accepts only an int or a `SeedGenerator` as `seed` (on
-    TensorFlow), so a seed computed at run time (from the Monte Carlo
-    predictor's seed, a layer index, a replica id) is wrapped in this.
-    """
-
-    def __init__(self, seed_tensor):  # noqa: D107 - no super().__init__ on purpose
-        self._seed_tensor = seed_tensor
-        # Keras's torch dropout takes its (slow, unseeded) fast path when a
-        # generator's `_initial_seed` is None; this one is always seeded.
-        self._initial_seed = seed_tensor
-
-    def next(self, ordered=True):
-        if keras.backend.backend() == "torch":
-            return _torch_mixed_seed(self._seed_tensor)
-        return self._seed_tensor
-
-
-def _mix32(x):
-    """A 32-bit integer hash (the finalizer of MurmurHash3)."""
-    x &= 0xFFFFFFFF
-    x ^= x >> 16
-    x = (x * 0x85EBCA6B) & 0xFFFFFFFF
-    x ^= x >> 13
-    x = (x * 0xC2B2AE35) & 0xFFFFFFFF
-    return x ^ (x >> 16)
-
-
-def _torch_mixed_seed(seed):
-    """Keras's torch backend seeds a generator with `seed[0] + seed[1]`, so
-    seeds (a, b + 1) and (a + 1, b) would give the same stream. Hash the pair
-    into seed[0] instead (torch runs eagerly, the values are concrete)."""
-    first, second = (int(s) for s in ops.convert_to_numpy(seed).ravel()[:2])
-    mixed = _mix32(_mix32(first) ^ (second * 0x9E3779B1))
-    mixed = (mixed ^ 0x80000000) - 0x80000000  # as int32 (torch's seed dtype)
-    return ops.convert_to_tensor(np.array([mixed, 0]), dtype=seed.dtype)
-
-
-# ----------------------------------------------------------------------------
-# Sampling scope
-# ----------------------------------------------------------------------------
-class SamplingContext:
-    """What kreg's stochastic layers need to know while Monte Carlo sampling.
-
-    Attributes:
-        seed: int tensor of shape (2,), `[base, counter]` with base < 2**24
-            and counter < 2**28: the base seed of this forward pass. Each
-            layer mixes in its own index (see `layer_index`).
-        tiles: int, the number of Monte Carlo samples stacked along the batch
-            axis, sample-major: rows `[t * N, (t + 1) * N)` belong to sample t.
-        joint: bool. If True, every sample is one network applied to all
-            inputs: its masks are shared by the inputs of the sample and are a
-            function of `seed`, the layer and the sample index only.
-        sample_offset: int (or scalar int tensor), the index of the first
-            sample of this pass among `total_samples` (joint mode).
-        total_samples: int, the total number of samples (joint mode).
-        layer_index: dict mapping `id(layer)` to a small int used to give each
-            layer its own random stream.
-    """
-
-    def __init__(self, seed, tiles=1, joint=False, sample_offset=0,
-                 total_samples=None, layer_index=None):
-        self.seed = seed
-        self.tiles = int(tiles)
-        self.joint = bool(joint)
-        self.sample_offset = sample_offset
-        self.total_samples = int(total_samples or tiles)
-        self.layer_index = dict(layer_index or {})
-
-    def seed_for(self, layer, salt=0):
-        """The seed of `layer` in this pass (salt separates several draws)."""
-        index = self.layer_index.get(id(layer))
-        if index is None:
-            index = len(self.layer_index)
-            self.layer_index[id(layer)] = index
-        if index >= MAX_SAMPLING_LAYERS or not 0 <= salt < 8:
-            raise ValueError(
-                f"kreg supports at most {MAX_SAMPLING_LAYERS} sampling layers "
-                f"and 8 draws per layer; got layer index {index}, salt {salt}")
-        # The backend's seed dtype (uint32 on JAX, whose keys reject int32).
-        seed = ops.cast(ops.convert_to_tensor(self.seed), random_seed_dtype())
-        # seed = [base, counter] with base < 2**24 and counter < 2**28: the
-        # layer goes into the high bits of seed[0] and the salt into those of
-        # seed[1], so no (layer, counter, salt) triples share a seed.
-        offset = ops.convert_to_tensor(
-            np.array([(1 + index) << 24, salt << 28]), dtype=seed.dtype
-        )
-        return TensorSeed(ops.add(seed, offset))
-
-
-_STATE = threading.local()
-
-
-def current_sampling():
-    """The active `SamplingContext`, or None outside a sampling scope."""
-    return getattr(_STATE, "context", None)
-
-
-@contextlib.contextmanager
-def sampling_scope(context):
-    """Make kreg's stochastic layers sample (for Monte Carlo prediction).
-
-    Layers called (or traced) inside draw masks as `context` says, whatever
-    their `training` argument; all other layers are unaffected.
-    """
-    previous = current_sampling()
-    _STATE.context = context
-    try:
-        yield context
-    finally:
-        _STATE.context = previous
 
 
 # ----------------------------------------------------------------------------
@@ -183,9 +72,40 @@ class StochasticLayer(keras.layers.Layer):
     """Base class of kreg's stochastic layers (not used directly).
 
     Subclasses call `_init_stochastic(rate, keep_prob, seed)` from `__init__`
-    and implement their behaviour in `call` using `training_seed()` during
-    training and `current_sampling()` for Monte Carlo sampling.
+    and write three methods, which `call` dispatches to:
+
+    * `_sample(inputs, ctx)`: inside a sampling scope (Monte Carlo
+      prediction, `kreg.export`), whatever `training` says: one draw per
+      tiled sample, seeded by `ctx.seed_for(self)` (see `SamplingContext`);
+    * `_train(inputs)`: `training=True`, seeded by `training_seed()`;
+    * `_infer(inputs)`: otherwise, and whenever the layer does not draw
+      (`is_stochastic` False, e.g. rate 0): the analytic marginalization.
+
+    `_check_call(inputs, training, ctx)` may validate the arguments first.
     """
+
+    def call(self, inputs, training=None):
+        ctx = current_sampling()
+        self._check_call(inputs, training, ctx)
+        if not self.is_stochastic:
+            return self._infer(inputs)
+        if ctx is not None:
+            return self._sample(inputs, ctx)
+        if training:
+            return self._train(inputs)
+        return self._infer(inputs)
+
+    def _check_call(self, inputs, training, ctx):
+        """Validate `call`'s arguments (default: nothing to check)."""
+
+    def _sample(self, inputs, ctx):
+        raise NotImplementedError(f"{type(self).__name__} must implement _sample")
+
+    def _train(self, inputs):
+        raise NotImplementedError(f"{type(self).__name__} must implement _train")
+
+    def _infer(self, inputs):
+        raise NotImplementedError(f"{type(self).__name__} must implement _infer")
 
     def _init_stochastic(self, rate, keep_prob, seed):
         owner = type(self).__name__
@@ -223,8 +143,6 @@ class StochasticLayer(keras.layers.Layer):
         Under `tf.distribute` with several replicas the replica id is folded
         in, so that replicas draw independent masks.
         """
-        from kreg import _replica  # local: tiny module, TF-only parts guarded
-
         return _replica.replica_seed(self.seed_generator)
 
     # -- RNG state is part of the saved model ---------------------------------

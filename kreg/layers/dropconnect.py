@@ -13,10 +13,9 @@ from keras import ops
 
 from kreg import _validation as v
 from kreg.layers._bernoulli import keep_mask
+from kreg.layers._seeds import TensorSeed
 from kreg.layers.base import DEFAULT_RATE
 from kreg.layers.base import StochasticLayer
-from kreg.layers.base import TensorSeed
-from kreg.layers.base import current_sampling
 
 MASKS = ("batch", "example")
 INFERENCES = ("mean", "gaussian", "sample")
@@ -176,17 +175,16 @@ class _DropConnect(StochasticLayer):
         return -1
 
     # -- common machinery --------------------------------------------------
-    def call(self, inputs, training=None):
-        if not self.is_stochastic:
-            return self._activate(self._linear(inputs, self.kernel, self.bias))
-        ctx = current_sampling()
-        if ctx is not None:
-            return self._activate(self._tiled(inputs, ctx))
-        if training:
-            return self._activate(self._masked(inputs, self.training_seed()))
-        if self.inference == "sample":
+    def _sample(self, inputs, ctx):
+        return self._activate(self._tiled(inputs, ctx))
+
+    def _train(self, inputs):
+        return self._activate(self._masked(inputs, self.training_seed()))
+
+    def _infer(self, inputs):
+        if self.is_stochastic and self.inference == "sample":
             return self._activate(self._masked(inputs, self.seed_generator))
-        if self.inference == "gaussian":
+        if self.is_stochastic and self.inference == "gaussian":
             return self._gaussian(inputs)
         return self._activate(self._linear(inputs, self.kernel, self.bias))
 

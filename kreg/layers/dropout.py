@@ -7,7 +7,6 @@ from keras import ops
 from kreg import _validation as v
 from kreg.layers.base import DEFAULT_RATE
 from kreg.layers.base import StochasticLayer
-from kreg.layers.base import current_sampling
 
 SCALINGS = ("inverted", "test_time")
 
@@ -173,16 +172,14 @@ class Dropout(StochasticLayer):
         self._build_at_init()
 
     # ------------------------------------------------------------------
-    def call(self, inputs, training=None):
-        ctx = current_sampling()
+    def _check_call(self, inputs, training, ctx):
         validate_call(self, inputs, training, ctx)
-        if self.rate == 0.0:
-            return inputs
-        if ctx is not None:
-            return self._sample(inputs, ctx)
-        if training:
-            return self._drop(inputs, self.noise_shape, self.training_seed())
-        if self.scaling == "test_time":
+
+    def _train(self, inputs):
+        return self._drop(inputs, self.noise_shape, self.training_seed())
+
+    def _infer(self, inputs):
+        if self.scaling == "test_time" and self.rate > 0.0:
             return inputs * ops.cast(self.keep_prob, inputs.dtype)
         return inputs
 

@@ -12,9 +12,8 @@ from keras import ops
 from kreg import _validation as v
 from kreg.layers._noise import NoiseLayer
 from kreg.layers._noise import check_data_format
-from kreg.layers._noise import per_sample_draw
-from kreg.layers.base import TensorSeed
-from kreg.layers.base import current_sampling
+from kreg.layers._sampling import per_sample_draw
+from kreg.layers._seeds import TensorSeed
 
 _INFERENCE_SALT = 1_999_999_973  # second seed word of the fixed inference draw
 
@@ -315,21 +314,22 @@ class FractionalMaxPooling2D(NoiseLayer):
         return x
 
     # ------------------------------------------------------------------
-    def call(self, inputs, training=None):
+    def _sample(self, inputs, ctx):
+        return self._pool(inputs, lambda outs: per_sample_draw(
+            ctx, ctx.seed_for(self), (self._uniform_width(*outs),),
+            lambda shape, seed: keras.random.uniform(shape, seed=seed, dtype="float32")))
+
+    def _train(self, inputs):
+        return self._pool(inputs, lambda outs: self._draw(1, outs, self.training_seed()))
+
+    def _infer(self, inputs):
+        return self._pool(inputs, lambda outs: self._draw(1, outs, self._inference_seed()))
+
+    def _pool(self, inputs, uniforms):
+        """Pool `inputs` over the regions of `uniforms(output sizes)`."""
         sizes = self._spatial(inputs.shape)
         outs = tuple(output_size(n, r) for n, r in zip(sizes, self._ratios))
-        ctx = current_sampling()
-        if ctx is not None:
-            width = self._uniform_width(*outs)
-            u = per_sample_draw(
-                ctx, ctx.seed_for(self), (width,),
-                lambda shape, seed: keras.random.uniform(shape, seed=seed,
-                                                         dtype="float32"))
-        elif training:
-            u = self._draw(1, outs, self.training_seed())
-        else:
-            u = self._draw(1, outs, self._inference_seed())
-        rows, cols = self._sequences(u, sizes, outs)
+        rows, cols = self._sequences(uniforms(outs), sizes, outs)
         return self.pool_with_sequences(inputs, rows, cols)
 
     def get_config(self):

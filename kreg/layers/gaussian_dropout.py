@@ -10,10 +10,9 @@ from keras import ops
 
 from kreg import _validation as v
 from kreg.layers._noise import NoiseLayer
-from kreg.layers._noise import per_sample_draw
+from kreg.layers._sampling import per_sample_draw
 from kreg.layers.base import DEFAULT_RATE
 from kreg.layers.base import StochasticLayer
-from kreg.layers.base import current_sampling
 
 
 class _GaussianNoiseMixin:
@@ -35,15 +34,10 @@ class _GaussianNoiseMixin:
     def _perturb(self, inputs, noise):
         return self._combine(inputs, ops.cast(noise, inputs.dtype))
 
-    def call(self, inputs, training=None):
-        if not self.is_stochastic:
-            return inputs
-        ctx = current_sampling()
-        if ctx is not None:
-            return self._sample(inputs, ctx)
-        if training:
-            noise = self._draw(ops.shape(inputs), self.training_seed())
-            return self._perturb(inputs, noise)
+    def _train(self, inputs):
+        return self._perturb(inputs, self._draw(ops.shape(inputs), self.training_seed()))
+
+    def _infer(self, inputs):
         return inputs
 
     def _sample(self, inputs, ctx):

@@ -12,8 +12,7 @@ from keras import ops
 from kreg import _validation as v
 from kreg.layers._noise import NoiseLayer
 from kreg.layers._noise import check_data_format
-from kreg.layers._noise import per_sample_draw
-from kreg.layers.base import current_sampling
+from kreg.layers._sampling import per_sample_draw
 
 PADDINGS = ("valid", "same")
 # Uniforms are drawn in [_TINY, 1), so -log(u) is finite and positive.
@@ -162,20 +161,24 @@ class StochasticPooling2D(NoiseLayer):
         self._build_at_init()
 
     # ------------------------------------------------------------------
-    def call(self, inputs, training=None):
+    def _sample(self, inputs, ctx):
+        return self._pool(inputs, lambda windows: self._sample_windows(windows, ctx))
+
+    def _train(self, inputs):
+        return self._pool(inputs, lambda windows: self._pick(
+            windows, self._draw(ops.shape(windows), self.training_seed())))
+
+    def _infer(self, inputs):
+        return self._pool(inputs, self._weighted)
+
+    def _pool(self, inputs, reduce):
+        """`reduce` applied to the (non-negative) pooling windows of `inputs`."""
         x = inputs
         if self.data_format == "channels_first":
             x = ops.transpose(x, (0, 2, 3, 1))
         windows = ops.relu(pooling_windows(x, self.pool_size, self.strides,
                                            self.padding))
-        ctx = current_sampling()
-        if ctx is not None:
-            out = self._sample(windows, ctx)
-        elif training:
-            out = self._pick(windows, self._draw(ops.shape(windows),
-                                                 self.training_seed()))
-        else:
-            out = self._weighted(windows)
+        out = reduce(windows)
         if self.data_format == "channels_first":
             out = ops.transpose(out, (0, 3, 1, 2))
         return out
@@ -207,7 +210,7 @@ class StochasticPooling2D(NoiseLayer):
         safe = ops.where(total > 0, total, ops.ones_like(total))
         return ops.sum(windows * windows, axis=-1) / safe
 
-    def _sample(self, windows, ctx):
+    def _sample_windows(self, windows, ctx):
         seed = ctx.seed_for(self)
         shape = ops.shape(windows)
         if not ctx.joint:

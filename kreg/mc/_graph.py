@@ -8,14 +8,14 @@ feed a node depending on a sampling layer. Subclassed models are not split.
 """
 
 import keras
-from keras.src.models.functional import Functional
 
+from kreg import _compat
 from kreg.layers.base import StochasticLayer
 
 
 def sampling_layers(model):
     """The kreg stochastic layers (rate > 0) in `model`, in a stable order."""
-    layers = model._flatten_layers(include_self=True, recursive=True)
+    layers = _compat.flatten_layers(model)
     return [layer for layer in layers
             if isinstance(layer, StochasticLayer) and layer.is_stochastic]
 
@@ -33,7 +33,7 @@ def _functional_view(model):
             return keras.Model(model.inputs, model.outputs)
         except (AttributeError, ValueError, TypeError):
             return None
-    if isinstance(model, Functional) and type(model).call is Functional.call:
+    if _compat.is_plain_functional(model):
         return model
     return None
 
@@ -56,13 +56,14 @@ def split_model(model):
     graph = _functional_view(model)
     if graph is None:
         return Split(None, model, [])
-    depths = sorted(graph._nodes_by_depth, reverse=True)
+    nodes = _compat.nodes_by_depth(graph)
+    depths = sorted(nodes, reverse=True)
     stochastic_tensors = set()
     frontier = []
     frontier_ids = set()
     prefix_layers = []
     for depth in depths:
-        for node in graph._nodes_by_depth[depth]:
+        for node in nodes[depth]:
             op = node.operation
             inputs = list(node.input_tensors)
             sampled = _contains_sampling(op) or any(

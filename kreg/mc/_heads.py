@@ -11,6 +11,7 @@ are averaged.
 
 import keras
 
+from kreg import _compat
 from kreg import _validation as v
 from kreg.mc._inputs import symbolic
 
@@ -57,15 +58,15 @@ def output_tensors(model):
 
 def _producer(tensor):
     """The layer that computes `tensor`, looking inside nested models."""
-    history = getattr(tensor, "_keras_history", None)
+    history = _compat.keras_history(tensor)
     while history is not None:
-        op, index = history.operation, history.tensor_index
+        op, index = history
         if isinstance(op, keras.Model):
             try:
                 inner = keras.tree.flatten(op.outputs)[index]
             except (AttributeError, ValueError, IndexError):
                 return _last_layer(op)
-            history = getattr(inner, "_keras_history", None)
+            history = _compat.keras_history(inner)
             continue
         return op
     return None

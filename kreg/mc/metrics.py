@@ -11,10 +11,20 @@ import numpy as np
 _EPS = 1e-12
 
 
-def xlogx(p):
-    """p log p elementwise, with 0 log 0 = 0 (float64 NumPy)."""
-    p = np.asarray(p, "float64")
-    return p * np.log(np.where(p > 0, p, 1.0))
+def xlogx(p, xp=None):
+    """p log p elementwise, with 0 log 0 = 0: kreg's one definition.
+
+    Args:
+        p: probabilities (an array, or a tensor with `xp`).
+        xp: None (default: float64 NumPy) or the array module of `p`
+            (`numpy`, or `keras.ops` for backend tensors in a traced graph).
+    """
+    if xp is None:
+        p = np.asarray(p, "float64")
+        return p * np.log(np.where(p > 0, p, 1.0))
+    positive = p > 0
+    return xp.where(positive, p * xp.log(xp.where(positive, p, xp.ones_like(p))),
+                    xp.zeros_like(p))
 
 
 def _logsumexp(a, axis):

@@ -1,46 +1,28 @@
 """Test-time Monte Carlo averaging over kreg's stochastic layers."""
 
-import weakref
-
 import keras
 import numpy as np
 from keras import ops
 
 from kreg import _validation as v
 from kreg._compile import compile_inference
-from kreg.layers.base import SamplingContext
-from kreg.layers.base import sampling_scope
+from kreg.layers._seeds import COUNTER_BITS
+from kreg.layers._seeds import SEED_BITS
 from kreg.mc import _heads
 from kreg.mc import _inputs
 from kreg.mc import metrics
-from kreg.mc._graph import sampling_layers
-from kreg.mc._graph import split_model
+from kreg.mc.plan import SamplingPlan
 from kreg.mc.prediction import MCPrediction
 from kreg.mc.prediction import check_temperature
 
 # A user seed s in [0, 2**32) and the pass counter c < 2**20 of a predict
-# call are packed into kreg's sampling seed [base < 2**24, high < 2**28] (see
-# SamplingContext): base = s mod 2**24, high = (s >> 24) * 2**20 + c. The map
-# is one-to-one, so distinct seeds (and passes) give distinct random streams.
-SEED_BITS = 32
-COUNTER_BITS = 20
-_BASE = 1 << 24
-_COMPILED = weakref.WeakKeyDictionary()  # model -> {sampling key: {name: fn}}
+# call become kreg's pass seed through `kreg.layers._seeds.encode_seed`, one
+# to one, so distinct seeds (and passes) give distinct random streams.
 _DEFAULT_BATCH = 256
 # Default `max_batch` (rows of one forward pass, inputs x samples). Measured on
 # the 2-core CPU (see the MCPredictor docstring): it bounds a pass's memory
 # and is far above the passes of the speed benchmark (T=50 x 256 rows).
 DEFAULT_MAX_BATCH = 1 << 14
-
-
-def seed_words(seed, counter=0):
-    """kreg's sampling seed `(base, high)` for a user seed and a pass counter.
-
-    Works on Python ints and on integer tensors (TensorFlow's in-graph seed of
-    `kreg.export`), with the same numbers: the one place that says how a
-    user's seed becomes a random stream.
-    """
-    return seed % _BASE, (seed // _BASE) % (1 << (SEED_BITS - 24)) * (1 << COUNTER_BITS) + counter
 
 
 def _bucket(n, cap):
@@ -55,44 +37,6 @@ def _pad(a, rows):
     if len(a) == rows:
         return a
     return np.concatenate([a, np.repeat(a[-1:], rows - len(a), axis=0)])
-
-
-def sample_outputs(fn, inputs, seed, tiles, *, layer_index, joint=False,
-                   sample_offset=0, total_samples=None, transform=None):
-    """Run `fn` on `inputs` tiled `tiles` times with kreg's layers sampling.
-
-    The building block of `MCPredictor` and of `kreg.export`'s Monte Carlo
-    signatures: every (nested) input tensor is tiled sample-major along the
-    batch axis, `fn(tiled, training=False)` runs inside a sampling scope (so
-    only kreg's stochastic layers draw masks, BatchNormalization and the rest
-    stay in inference mode), and every output is reshaped to
-    `(tiles, N, ...)`.
-
-    Args:
-        fn: a model or layer (e.g. the suffix of `kreg.mc._graph.split_model`).
-        inputs: a tensor or a nested structure of tensors of batch size N.
-        seed: int tensor of shape (2,), the base seed of this pass.
-        tiles: int, the number of samples in this pass.
-        layer_index: dict `id(layer) -> int` (one random stream per layer).
-        joint, sample_offset, total_samples: see `SamplingContext`.
-        transform: None or a callable on the flat list of outputs (e.g.
-            `MCPredictor.to_probabilities`), applied per sample.
-
-    Returns:
-        A list of tensors of shape `(tiles, N, ...)`, one per model output (in
-        the order of `keras.tree.flatten` of the model's output).
-    """
-    tiled = keras.tree.map_structure(
-        lambda t: ops.tile(t, (tiles,) + (1,) * (len(t.shape) - 1)), inputs)
-    ctx = SamplingContext(seed, tiles=tiles, joint=joint,
-                          sample_offset=sample_offset,
-                          total_samples=total_samples or tiles,
-                          layer_index=layer_index)
-    with sampling_scope(ctx):
-        out = keras.tree.flatten(fn(tiled, training=False))
-    if transform is not None:
-        out = transform(out)
-    return [ops.reshape(o, (tiles, -1) + tuple(o.shape[1:])) for o in out]
 
 
 class MCPredictor:
@@ -239,49 +183,44 @@ class MCPredictor:
         self.from_logits = from_logits
         self.temperature = temperature
         self.joint = v.check_bool(owner, "joint", joint)
-        if not model.built:
-            raise v.invalid_value(owner, "model",
-                                  "a built model (call it or build it first)", model)
         self.model = model
-        layers = sampling_layers(model)
-        if not layers:
-            has_keras_dropout = any(
-                isinstance(layer, keras.layers.Dropout)
-                or type(layer).__name__.startswith("SpatialDropout")
-                for layer in model._flatten_layers(include_self=False))
-            hint = (" It uses keras.layers.Dropout: convert it with "
-                    "kreg.convert_dropout(model)." if has_keras_dropout else "")
-            raise ValueError(
-                "Invalid value for argument `model` of MCPredictor: expected a "
-                "model with at least one kreg stochastic layer (Dropout, "
-                "DropConnect) with rate > 0; every sample would be identical."
-                f"{hint} Received: model={model.name!r}")
-        self.sampling_layers = layers
-        #: dict `id(layer) -> int`: each sampling layer's random stream.
-        self.layer_index = {id(layer): i for i, layer in enumerate(layers)}
-        # Compiled functions and the prefix split are shared by every
-        # predictor of the same model (and the same sampling layers and
-        # rates), so several predictors do not each retrace.
-        key = tuple((id(layer), layer.rate) for layer in layers)
-        per_model = _COMPILED.setdefault(model, {})
-        self._cache = per_model.setdefault(key, {})
-        if "split" not in self._cache:
-            self._cache["split"] = split_model(model)
-        #: The prefix/suffix split (`kreg.mc._graph.Split`).
-        self.split = self._cache["split"]
-        self.heads, self._known_structure = _heads.model_heads(
-            owner, model, task, from_logits)
-        self._heads_key = (repr(task), repr(from_logits))
+        #: The `kreg.mc.plan.SamplingPlan` shared with `kreg.export`: the
+        #: sampling layers, their streams, the prefix split, the heads and the
+        #: compiled functions (shared by every predictor of the same model
+        #: and sampling settings, so several predictors do not each retrace).
+        self.plan = SamplingPlan(owner, model, task=task, from_logits=from_logits)
+        self._cache = self.plan.cache
+        self._heads_key = self.plan.heads_key
         self._temperatures = None
         if self.heads is not None:
             self._resolve_temperatures()
         self._rng = np.random.default_rng(seed)
 
-    # -- per-model sampling facts (also read by kreg.export) -------------------
+    # -- per-model sampling facts (the plan's) ---------------------------------
+    @property
+    def sampling_layers(self):
+        """The kreg stochastic layers that sample, in a stable order."""
+        return self.plan.layers
+
+    @property
+    def layer_index(self):
+        """dict `id(layer) -> int`: each sampling layer's random stream."""
+        return self.plan.layer_index
+
+    @property
+    def split(self):
+        """The prefix/suffix split (`kreg.mc._graph.Split`)."""
+        return self.plan.split
+
+    @property
+    def heads(self):
+        """One `kreg.mc._heads.Head` per output (None until known)."""
+        return self.plan.heads
+
     @property
     def seed_dtype(self):
         """The dtype of kreg's sampling seeds on this backend."""
-        return self.sampling_layers[0].seed_generator.state.dtype
+        return self.plan.seed_dtype
 
     @property
     def resolved_task(self):
@@ -310,10 +249,7 @@ class MCPredictor:
         return _heads.to_probabilities(outputs, self.heads)
 
     def _ensure_heads(self, outputs):
-        if self.heads is None:
-            self.heads = _heads.late_heads("MCPredictor", self.model, self.task,
-                                           self.from_logits, outputs,
-                                           self._cache.get("out_structure"))
+        self.plan.ensure_heads(outputs)
         if self._temperatures is None:
             self._resolve_temperatures()
 
@@ -330,20 +266,7 @@ class MCPredictor:
 
     @property
     def _out_structure(self):
-        if self._known_structure is not None:
-            return self._known_structure
-        return self._cache.get("out_structure")
-
-    def _noting_structure(self, fn):
-        """`fn`, recording its output structure (subclassed models) when traced."""
-        cache = self._cache
-
-        def call(inputs, training=False):
-            out = fn(inputs, training=training)
-            cache["out_structure"] = keras.tree.map_structure(lambda _: None, out)
-            return out
-
-        return call
+        return self.plan.out_structure
 
     # -- compiled pieces -------------------------------------------------------
     def _call_input(self, inputs):
@@ -373,19 +296,18 @@ class MCPredictor:
         fn = self._cache.get(key)
         if fn is not None:
             return fn
-        suffix = self._noting_structure(self.split.suffix)
+        suffix = self.plan.noting_structure(self.split.suffix)
         joint = self.joint
         total = self.samples
-        index = self.layer_index
+        plan = self.plan
 
         def transform(out):
             return self.to_probabilities(out)
 
         def run(inputs, seed, offset):
-            return sample_outputs(suffix, self._call_input(inputs), seed, tiles,
-                                  layer_index=index, joint=joint,
-                                  sample_offset=offset, total_samples=total,
-                                  transform=transform)
+            return plan.sample(suffix, self._call_input(inputs), seed, tiles,
+                               joint=joint, sample_offset=offset,
+                               total_samples=total, transform=transform)
 
         fn = compile_inference(run, self.model.variables)
         self._cache[key] = fn
@@ -422,7 +344,6 @@ class MCPredictor:
             base = self.seed
         else:
             base = int(self._rng.integers(0, 1 << SEED_BITS))
-        dtype = self.seed_dtype
         chunks, dets, ys_all = [], [], []
         done = 0
         for xs, ys, template in _inputs.batches(owner, self.model, x, rows,
@@ -447,8 +368,7 @@ class MCPredictor:
                         f"fewer than 2**{COUNTER_BITS} forward passes per call (a "
                         "larger batch_size or max_batch, or fewer inputs per call)",
                         batch_size)
-                seed = ops.convert_to_tensor(np.array(seed_words(base, counter)),
-                                             dtype=dtype)
+                seed = self.plan.pass_seed(base, counter)
                 offset = ops.convert_to_tensor(start, dtype="int32")
                 res = self._sampler(count)(frontier, seed, offset)
                 res = [ops.convert_to_numpy(r)[:, :n] for r in res]

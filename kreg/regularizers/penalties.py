@@ -5,6 +5,7 @@ import inspect
 import keras
 from keras import ops
 
+from kreg import _compat
 from kreg import _validation as v
 
 
@@ -342,7 +343,7 @@ def get(identifier):
 
 
 def _layers_with_weights(model):
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in _compat.flatten_layers(model, include_self=False):
         if getattr(layer, "kernel", None) is not None or \
                 getattr(layer, "bias", None) is not None:
             yield layer
@@ -436,10 +437,10 @@ def penalty(model):
     """
     _check_built_model("kreg.regularizers.penalty", model)
     per_layer = {}
-    for layer in model._flatten_layers(include_self=True, recursive=True):
+    for layer in _compat.flatten_layers(model):
         value = 0.0
         found = False
-        for var in layer._trainable_variables + layer._non_trainable_variables:
+        for var in _compat.own_variables(layer):
             reg = getattr(var, "regularizer", None)
             if reg is None:
                 continue

@@ -1,0 +1,132 @@
+"""Every private Keras API kreg uses, in one place.
+
+Keras's public API does not offer everything kreg needs: walking nested
+layers, a Functional model's graph by depth, a tensor's producing layer, a
+metric's declared direction, the backend's seed dtype, the SavedModel input
+signature. Each such use goes through a function here, so that a Keras
+release that moves one breaks this module only, and loudly:
+`tests/test_compat.py` exercises every function on the installed Keras, and
+at run time a missing API raises `KerasCompatError` naming it and the Keras
+version, instead of kreg computing something wrong.
+
+Checked on Keras 3.15 (TensorFlow, JAX and PyTorch backends).
+"""
+
+import keras
+
+#: The private APIs reached through this module (for the test's inventory).
+PRIVATE_APIS = (
+    "keras.Layer._flatten_layers",
+    "keras.Layer._trainable_variables / _non_trainable_variables",
+    "keras.src.backend.random_seed_dtype",
+    "keras.src.models.functional.Functional",
+    "Functional._nodes_by_depth",
+    "KerasTensor._keras_history",
+    "keras.metrics.Metric._direction",
+    "keras.src.utils.io_utils.print_msg",
+    "keras.src.export.export_utils.get_input_signature / make_tf_tensor_spec",
+)
+
+
+class KerasCompatError(RuntimeError):
+    """A private Keras API that kreg relies on is missing from this Keras."""
+
+
+def _missing(api, error=None):
+    return KerasCompatError(
+        f"kreg needs Keras's private `{api}`, which Keras {keras.__version__} "
+        "does not provide (kreg is tested with Keras 3.15); please report "
+        f"this kreg/Keras combination. ({error})" if error else
+        f"kreg needs Keras's private `{api}`, which Keras {keras.__version__} "
+        "does not provide (kreg is tested with Keras 3.15); please report "
+        "this kreg/Keras combination.")
+
+
+def flatten_layers(layer, include_self=True, recursive=True):
+    """Every layer tracked by `layer` (nested models included), in order."""
+    method = getattr(layer, "_flatten_layers", None)
+    if method is None:
+        raise _missing("Layer._flatten_layers")
+    return list(method(include_self=include_self, recursive=recursive))
+
+
+def own_variables(layer):
+    """The variables a layer created itself (not those of nested layers)."""
+    try:
+        return list(layer._trainable_variables) + list(layer._non_trainable_variables)
+    except AttributeError as error:
+        raise _missing("Layer._trainable_variables", error) from error
+
+
+def random_seed_dtype():
+    """The backend's dtype of `keras.random` seeds (uint32 on JAX)."""
+    try:
+        from keras.src.backend import random_seed_dtype as dtype
+    except ImportError as error:
+        raise _missing("keras.src.backend.random_seed_dtype", error) from error
+    return dtype()
+
+
+def functional_class():
+    """Keras's `Functional` model class."""
+    try:
+        from keras.src.models.functional import Functional
+    except ImportError as error:
+        raise _missing("keras.src.models.functional.Functional", error) from error
+    return Functional
+
+
+def is_plain_functional(model):
+    """True for a Functional model whose `call` is Functional's own."""
+    functional = functional_class()
+    return isinstance(model, functional) and type(model).call is functional.call
+
+
+def nodes_by_depth(graph):
+    """A Functional model's nodes as `{depth: [node, ...]}` (inputs deepest)."""
+    nodes = getattr(graph, "_nodes_by_depth", None)
+    if nodes is None:
+        raise _missing("Functional._nodes_by_depth")
+    return nodes
+
+
+def keras_history(tensor):
+    """`(operation, tensor_index)` that produced a symbolic tensor, or None."""
+    history = getattr(tensor, "_keras_history", None)
+    if history is None:
+        return None
+    return history.operation, history.tensor_index
+
+
+def metric_direction(metric):
+    """A metric's declared direction: "up", "down" or None (undeclared)."""
+    return getattr(metric, "_direction", None)
+
+
+def print_msg(message):
+    """Print as Keras's callbacks do (its io_utils honours its logging setup)."""
+    try:
+        from keras.src.utils import io_utils
+    except ImportError as error:
+        raise _missing("keras.src.utils.io_utils.print_msg", error) from error
+    io_utils.print_msg(message)
+
+
+def export_input_signature(model):
+    """The input signature Keras's own export infers for `model` (TensorFlow)."""
+    try:
+        from keras.src.export.export_utils import get_input_signature
+    except ImportError as error:
+        raise _missing("keras.src.export.export_utils.get_input_signature",
+                       error) from error
+    return get_input_signature(model)
+
+
+def make_tf_tensor_spec(spec):
+    """A `tf.TensorSpec` from a Keras `InputSpec`, shape or spec (TensorFlow)."""
+    try:
+        from keras.src.export.export_utils import make_tf_tensor_spec as make
+    except ImportError as error:
+        raise _missing("keras.src.export.export_utils.make_tf_tensor_spec",
+                       error) from error
+    return make(spec)

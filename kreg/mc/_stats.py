@@ -26,9 +26,10 @@ when the model outputs float64), so only those small arrays reach the host:
   of `kreg.calibration.tempered_uncertainty_ops` (it needs every sample of an
   input: it is not a function of the sums above).
 
-`kind` is `"regression"`, `"softmax"` or `"sigmoid"` (`kind_of`). Every
-function takes and returns backend tensors and runs inside a compiled
-function; the numbers equal `MCPrediction`'s float64 ones to float32
+`kind` is `"regression"`, `"softmax"` or `"sigmoid"` (`kind_of`). These
+functions take and return backend tensors and run inside a compiled
+function; `to_host` and `join` then bring a chunk's finalized statistics to
+NumPy and join the chunks of a call. The numbers equal `MCPrediction`'s float64 ones to float32
 round-off (tests/test_mc_stats.py holds them within 1e-5).
 
 References:
@@ -42,6 +43,7 @@ References:
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from kreg import calibration
@@ -218,4 +220,27 @@ def statistics(samples, kind, temperature=None):
     out = finalize(pass_statistics(samples, kind), kind)
     if temperature is not None:
         out.update(tempered(samples, temperature, kind))
+    return out
+
+
+def to_host(stats, rows):
+    """Finalized statistics as NumPy, the first `rows` inputs (padding cut)."""
+    return {key: (float(ops.convert_to_numpy(t)) if key in CHECKS
+                  else ops.convert_to_numpy(t)[:rows])
+            for key, t in stats.items()}
+
+
+def join(parts):
+    """Host statistics of consecutive chunks of inputs as one (`to_host`'s)."""
+    out = {}
+    for key in parts[0]:
+        values = [p[key] for p in parts]
+        if key == "nan":
+            out[key] = sum(values)
+        elif key == "low":
+            out[key] = min(values)
+        elif key in ("high", "sum_error"):
+            out[key] = max(values)
+        else:
+            out[key] = np.concatenate(values, axis=0)
     return out

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+import kreg
 from kreg import MCPrediction
 from kreg._compile import compile_inference
 from kreg.mc import _stats
@@ -191,3 +192,35 @@ def test_from_statistics_keeps_the_attributes_and_float64():
         MCPrediction.from_statistics(
             _host(_stats.statistics(ops.convert_to_tensor(samples[..., None]), kind)),
             "classification", num_samples=50, temperature=2.0)
+
+
+# -- the predictor: its statistics are those of its samples --------------------
+@pytest.fixture(scope="module")
+def three_heads():
+    """A softmax head, a sigmoid head (two units) and a regression head."""
+    keras.utils.set_random_seed(0)
+    x = keras.Input((4,))
+    h = keras.layers.Dense(16, activation="relu")(x)
+    h = kreg.layers.Dropout(0.4)(h)
+    return keras.Model(x, [keras.layers.Dense(3, activation="softmax")(h),
+                           keras.layers.Dense(2, activation="sigmoid")(h),
+                           keras.layers.Dense(2)(h)])
+
+
+@pytest.mark.parametrize("temperature", [None, 0.5])
+@pytest.mark.parametrize("max_batch", [None, 24], ids=["one_call", "four_passes"])
+def test_predictor_statistics_equal_float64_numpy_of_its_samples(three_heads, max_batch,
+                                                                 temperature):
+    # batch_size=4 over 10 inputs: chunks of 4, 4, 2 (padded to 4, 4, 2); with
+    # max_batch=24 a chunk of 4 takes 4 passes of 6, 6, 6, 2 samples (merged).
+    x = np.random.default_rng(1).normal(size=(10, 4)).astype("float32")
+    temps = [temperature, temperature, None]
+    preds = kreg.MCPredictor(three_heads, samples=20, seed=5, max_batch=max_batch,
+                             temperature=temps).predict(
+        x, batch_size=4, verbose=0, return_samples=True)
+    for pred, temp in zip(preds, temps):
+        assert pred.samples.shape[:2] == (20, 10) and pred.temperature == temp
+        _assert_close({f: getattr(pred, f) for f in FIELDS
+                       if getattr(pred, f) is not None},
+                      MCPrediction(pred.samples, pred.task, activation=pred.activation,
+                                   temperature=temp))

@@ -54,6 +54,17 @@ class MCPredictor:
     for Sequential and Functional models the layers before the first
     stochastic layer run once per input. `model.predict` is never affected.
 
+    The statistics (mean, variance, the entropy split, the variation ratio)
+    are computed where the samples are made, in the same compiled call, in
+    float32 (`kreg.mc._stats`; merged across passes when a chunk needs
+    several, see `max_batch`), and only they are copied to the host: one
+    compiled call per chunk of inputs when its T samples fit in `max_batch`
+    rows. The samples themselves reach the host only where they are needed:
+    `return_samples=True`, `joint=True` (kept for `covariance` and
+    BatchBALD), and `evaluate` of a regression output with `tau` (Gal's
+    log-likelihood is a log-mean-exp over the samples). The numbers equal
+    those of `MCPrediction(samples)` (float64 NumPy) to float32 round-off.
+
     Every model shape works: one or several inputs (an array, a list/tuple
     of arrays or a dict keyed by input name, as `model.predict` takes them)
     and one or several outputs (`predict` returns the structure that
@@ -131,7 +142,8 @@ class MCPredictor:
             (or `batch_size`), so inputs of any size reuse a few compiled
             functions.
         verbose: `"auto"`, 0 or 1. A progress bar over passes.
-        return_samples: bool, default False. Keep the (T, N, ...) samples.
+        return_samples: bool, default False. Keep the (T, N, ...) samples
+            (copied to the host; otherwise only the statistics are).
 
     Returns:
         `predict` returns an `MCPrediction` (or the output structure of
@@ -299,16 +311,17 @@ class MCPredictor:
     def _sampler(self, tiles, spec):
         """The compiled function of one pass of `tiles` samples.
 
-        `run(xs, seed, offset, acc=None, prior=None)` returns a dict: the
-        pass's `samples` (per output, left on the device) and, by
-        `spec.stage` (see `_PassSpec`), the statistics of every output
-        (`kreg.mc._stats`, float32): `"whole"` (the pass is the chunk: the
-        prefix, when there is one, runs in the same call, and the statistics
-        are finalized), `"first"` and `"middle"` (accumulators `acc`, merged
-        with the ones passed in), `"last"` (merged and finalized; `prior`
-        holds the earlier samples of the tempered outputs, whose statistics
-        need them all). `"whole"` and `"last"` also return the deterministic
-        outputs (`det`) when `spec.deterministic`.
+        `run(xs, seed, offset, acc=None)` returns a dict: the pass's
+        `samples` (per output, left on the device) and, by `spec.stage`
+        (see `_PassSpec`), the statistics of every output (`kreg.mc._stats`,
+        float32): `"whole"` (the pass is the chunk: the prefix, when there is
+        one, runs in the same call, and `stats` are finalized), `"first"`
+        (the first pass of several: accumulators `acc`) or `"merge"` (`acc`
+        merged with the ones passed in, and `stats` finalized from them).
+        `"whole"` and `"first"` also return the deterministic outputs
+        (`det`) when `spec.deterministic`. A chunk of several passes thus
+        compiles two functions (its first pass is the one with the
+        remainder of the samples, the others have `tiles` each).
         """
         key = ("sampler", tiles, self.joint, self.samples if self.joint else None,
                self._heads_key, spec)
@@ -324,7 +337,7 @@ class MCPredictor:
         def transform(out):
             return self.to_probabilities(out)
 
-        def run(xs, seed, offset, acc=None, prior=None):
+        def run(xs, seed, offset, acc=None):
             frontier = xs
             if spec.stage == "whole" and prefix is not None:
                 frontier = self._prefix_outputs(xs)
@@ -339,24 +352,26 @@ class MCPredictor:
             else:
                 stats = [_stats.pass_statistics(o, kind)
                          for o, kind in zip(outs, spec.kinds)]
-                if acc is not None:
+                if spec.stage == "merge":
                     stats = [_stats.merge(a, b) for a, b in zip(acc, stats)]
-                if spec.stage != "last":
-                    result["acc"] = stats
-                    return result
-                result["stats"] = [_stats.finalize(a, kind)
-                                   for a, kind in zip(stats, spec.kinds)]
-                for k, temp in enumerate(spec.temperatures):
-                    if temp is not None:
-                        whole = ops.concatenate([prior[str(k)], outs[k]], axis=0)
-                        result["stats"][k].update(
-                            _stats.tempered(whole, temp, spec.kinds[k]))
+                    result["stats"] = [_stats.finalize(a, kind)
+                                       for a, kind in zip(stats, spec.kinds)]
+                result["acc"] = stats
             if spec.deterministic:
                 result["det"] = self._deterministic_outputs(frontier)
             return result
 
         fn = compile_inference(run, self.model.variables)
         self._cache[key] = fn
+        return fn
+
+    def _tempered(self, kind, temperature):
+        """Compiled `kreg.mc._stats.tempered` (a chunk of several passes)."""
+        key = ("tempered", kind, temperature)
+        fn = self._cache.get(key)
+        if fn is None:
+            fn = self._cache[key] = compile_inference(
+                lambda s: _stats.tempered(s, temperature, kind), [])
         return fn
 
     # -- running ---------------------------------------------------------------
@@ -392,7 +407,7 @@ class MCPredictor:
             base = int(self._rng.integers(0, 1 << SEED_BITS))
         chunks, kept_all, dets, ys_all = [], [], [], []
         spec = None
-        done = 0
+        done = calls = 0
         for xs, ys, template in _inputs.batches(owner, self.model, x, rows,
                                                 want_y=want_y):
             if self.split.prefix is None and "in_template" not in self._cache:
@@ -411,36 +426,42 @@ class MCPredictor:
             frontier = tensors
             if tiles < t_total and self.split.prefix is not None:
                 frontier = self._prefix()(tensors)  # once for the chunk's passes
-            acc, kept = None, []
-            for start in range(0, t_total, tiles):
+            starts = list(range(0, t_total, tiles))
+            # The pass with the remainder of the samples first: every later
+            # pass has `tiles` samples (two compiled functions per chunk size).
+            # Seeds follow the sample order, not the order of the calls.
+            acc, kept, res = None, {}, None
+            for start in starts[-1:] + starts[:-1]:
                 count = min(tiles, t_total - start)
-                counter = 0 if self.joint else done
+                counter = 0 if self.joint else done + start // tiles
                 if counter >= 1 << COUNTER_BITS:
                     raise v.invalid_value(
                         owner, "batch_size",
                         f"fewer than 2**{COUNTER_BITS} forward passes per call (a "
                         "larger batch_size or max_batch, or fewer inputs per call)",
                         batch_size)
-                last = start + count >= t_total
-                stage = ("whole" if start == 0 and last else "first" if start == 0
-                         else "last" if last else "middle")
+                stage = ("whole" if len(starts) == 1 else "merge" if acc is not None
+                         else "first")
                 args = [frontier, self.plan.pass_seed(base, counter),
                         ops.convert_to_tensor(start, dtype="int32")]
                 if acc is not None:
                     args.append(acc)
-                if stage == "last" and tempered:  # on the device, not copied
-                    args.append({str(k): ops.concatenate([p[k] for p in kept], axis=0)
-                                 for k in tempered})
-                res = self._sampler(count, spec._replace(
-                    stage=stage, deterministic=deterministic and last))(*args)
-                acc = res.get("acc")
-                kept.append(res["samples"])
-                done += 1
-                if bar is None and verbose == "auto" and done == 1 and (
-                        start + count < t_total or len(xs[0]) == rows):
+                out = self._sampler(count, spec._replace(
+                    stage=stage, deterministic=deterministic and stage != "merge"))(*args)
+                res = out if res is None else dict(res, **out)
+                acc = out.get("acc")
+                kept[start] = out["samples"]
+                calls += 1
+                if bar is None and verbose == "auto" and calls == 1 and (
+                        len(starts) > 1 or len(xs[0]) == rows):
                     bar = keras.utils.Progbar(None, unit_name="pass")
                 if bar is not None:
-                    bar.update(done)
+                    bar.update(calls)
+            done += len(starts)
+            kept = [kept[start] for start in starts]  # in sample order
+            for k in tempered if len(starts) > 1 else ():  # needs every sample
+                res["stats"][k].update(self._tempered(spec.kinds[k], spec.temperatures[k])(
+                    ops.concatenate([p[k] for p in kept], axis=0)))
             chunks.append([_stats.to_host(st, n) for st in res["stats"]])
             kept_all.append({k: np.concatenate([ops.convert_to_numpy(p[k])[:, :n]
                                                 for p in kept], axis=0)
@@ -594,9 +615,9 @@ class _PassSpec(collections.namedtuple(
     """What one compiled pass computes (hashable: part of its cache key).
 
     kinds: per output, `kreg.mc._stats.kind_of`; temperatures: per output
-    (None: untempered); stage: `"whole"`, `"first"`, `"middle"` or `"last"`
-    (see `MCPredictor._sampler`); deterministic: also return the
-    deterministic outputs.
+    (None: untempered); stage: `"whole"`, `"first"` or `"merge"` (see
+    `MCPredictor._sampler`); deterministic: also return the deterministic
+    outputs.
     """
 
     @classmethod

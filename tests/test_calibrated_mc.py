@@ -65,13 +65,14 @@ def test_tempered_mean_is_apply_temperature_of_the_raw_mean(multi_model, t):
         ref = calibration.tempered_uncertainty(raw[name].samples, t,
                                                activation=hot[name].activation)
         for key in ("entropy", "expected_entropy", "mutual_information", "variance"):
+            # the predictor's split is computed in float32 on the device
             np.testing.assert_allclose(getattr(hot[name], key).reshape(ref[key].shape),
-                                       ref[key], rtol=0, atol=1e-9)
+                                       ref[key], rtol=0, atol=1e-5)
         np.testing.assert_allclose(hot[name].std ** 2, hot[name].variance, atol=1e-12)
         assert np.all(hot[name].mutual_information >= 0)
         np.testing.assert_allclose(
             hot[name].entropy, hot[name].expected_entropy + hot[name].mutual_information,
-            atol=1e-9)
+            atol=1e-6)
     np.testing.assert_array_equal(hot["cls"].mean.argmax(1), raw["cls"].mean.argmax(1))
     np.testing.assert_array_equal(hot["bin"].mean > 0.5, raw["bin"].mean > 0.5)
     # Softer for T > 1, sharper for T < 1 (total entropy of the mean).

@@ -162,7 +162,8 @@ def test_joint_and_independent_marginals_agree():
 
     se_var = np.sqrt(var_se(sa) ** 2 + var_se(sb) ** 2)
     assert np.all(np.abs(sa.var(0) - sb.var(0)) < 4.5 * se_var)
-    np.testing.assert_allclose(a.variance[:, 0], sa.var(0), rtol=1e-12)
+    # float32 statistics on the device (issue 18): equal to float32 round-off.
+    np.testing.assert_allclose(a.variance[:, 0], sa.var(0), rtol=1e-5)
     # Joint samples of nearby inputs are correlated, independent ones are not.
     corr = np.corrcoef(sa.T)
     assert corr[~np.eye(6, dtype=bool)].__abs__().max() > 0.3
@@ -183,7 +184,8 @@ def test_covariance_matches_the_closed_form(linear_joint):
     prod = c[:, :, None] * c[:, None, :]
     se = prod.std(0) / math.sqrt(len(s))
     assert np.all(np.abs(cov - expected) < 5 * se + 1e-9)
-    np.testing.assert_allclose(np.diag(cov), joint.variance[idx, 0], rtol=1e-10)
+    # covariance: float64 from the samples; variance: float32 on the device.
+    np.testing.assert_allclose(np.diag(cov), joint.variance[idx, 0], rtol=1e-5)
     np.testing.assert_allclose(joint.mean[idx, 0], x @ w + BIAS[0],
                                atol=5 * float(np.sqrt(np.diag(expected)).max())
                                / math.sqrt(len(s)))

@@ -79,19 +79,10 @@ class MCPrediction:
     def __init__(self, samples, task="regression", *, activation="softmax",
                  joint=False, keep_samples=True, temperature=None):
         owner = "MCPrediction"
-        self.task = v.check_option(owner, "task", task, TASKS)
-        self.activation = v.check_option(owner, "activation", activation,
-                                         ("softmax", "sigmoid"))
-        self.joint = v.check_bool(owner, "joint", joint)
+        self._settings(task, activation, joint)
         keep_samples = v.check_bool(owner, "keep_samples", keep_samples)
         samples = _check_samples(samples, self.task, self.activation)
-        self.temperature = check_temperature(owner, temperature, self.task)
-        if (self.temperature is not None and self.activation == "softmax"
-                and samples.ndim != 3):
-            raise v.invalid_value(
-                owner, "temperature", "None for softmax samples of shape "
-                f"{samples.shape} (temperature scaling takes (T, N, C))",
-                self.temperature)
+        self._set_temperature(temperature, samples.shape)
         self.num_samples = int(samples.shape[0])
         s64 = samples.astype("float64")
         self.mean = s64.mean(axis=0)
@@ -104,6 +95,88 @@ class MCPrediction:
             self._uncertainty(s64)
         if self.temperature is not None:
             self._temper(s64)
+
+    def _settings(self, task, activation, joint):
+        owner = "MCPrediction"
+        self.task = v.check_option(owner, "task", task, TASKS)
+        self.activation = v.check_option(owner, "activation", activation,
+                                         ("softmax", "sigmoid"))
+        self.joint = v.check_bool(owner, "joint", joint)
+
+    def _set_temperature(self, temperature, shape):
+        """Validate the temperature for samples of `shape` (T, N, ...)."""
+        owner = "MCPrediction"
+        self.temperature = check_temperature(owner, temperature, self.task)
+        if (self.temperature is not None and self.activation == "softmax"
+                and len(shape) != 3):
+            raise v.invalid_value(
+                owner, "temperature", "None for softmax samples of shape "
+                f"{tuple(shape)} (temperature scaling takes (T, N, C))",
+                self.temperature)
+
+    @classmethod
+    def from_statistics(cls, statistics, task="regression", *, num_samples,
+                        activation="softmax", joint=False, samples=None,
+                        temperature=None):
+        """An `MCPrediction` from statistics already computed (on a device).
+
+        `kreg.MCPredictor` reduces the samples where it draws them
+        (`kreg.mc._stats`, float32) and builds its predictions here, from the
+        finalized statistics copied to the host; the attributes have the
+        meaning (and the float64 dtype) of the constructor's, equal to float32
+        round-off. The data checks of the constructor run on the statistics'
+        `nan`, `low`, `high` and `sum_error` entries.
+
+        Args:
+            statistics: dict of arrays: `mean` and `variance` (N, ...); for
+                classification `entropy`, `expected_entropy`,
+                `mutual_information` and `variation_ratio` (N,); the checks
+                `nan` (count of NaN samples), `low`, `high` (extremes of the
+                other values) and `sum_error` (largest `|sum - 1|` of a
+                softmax row). With a `temperature`, `mean`, `variance` and
+                the entropy split are the tempered ones
+                (`kreg.calibration.tempered_uncertainty`).
+            task, activation, joint, temperature: as in the constructor.
+            num_samples: int >= 1. T.
+            samples: None (default) or the (T, N, ...) samples to keep.
+
+        Returns:
+            An `MCPrediction`.
+
+        Example:
+
+        >>> import numpy as np
+        >>> from kreg import MCPrediction
+        >>> from kreg.mc import _stats
+        >>> p = np.array([[[0.9, 0.1]], [[0.1, 0.9]]], "float32")
+        >>> stats = {k: np.asarray(t) for k, t in
+        ...          _stats.statistics(p, "softmax").items()}
+        >>> pred = MCPrediction.from_statistics(stats, "classification",
+        ...                                     num_samples=2)
+        >>> round(float(pred.mutual_information[0]), 4)
+        0.3681
+        """
+        owner = "MCPrediction.from_statistics"
+        self = cls.__new__(cls)
+        self._settings(task, activation, joint)
+        self.num_samples = v.check_int(owner, "num_samples", num_samples, low=1)
+        stats = {k: np.asarray(a) for k, a in statistics.items()}
+        mean = stats["mean"]
+        shape = (self.num_samples,) + mean.shape
+        check_values(mean.ndim >= 1 and mean.shape[0] >= 1, stats, shape,
+                     self.task, self.activation)
+        self._set_temperature(temperature, shape)
+        self.mean = mean.astype("float64")
+        self.variance = stats["variance"].astype("float64")
+        self.std = np.sqrt(self.variance)
+        self.samples = samples
+        self.entropy = self.expected_entropy = None
+        self.mutual_information = self.variation_ratio = None
+        if self.task == "classification":
+            for key in ("entropy", "expected_entropy", "mutual_information",
+                        "variation_ratio"):
+                setattr(self, key, stats[key].astype("float64"))
+        return self
 
     def _temper(self, s):
         """Tempered mean and the entropy split consistent with it."""
@@ -197,20 +270,44 @@ def _check_samples(samples, task, activation):
     """Validate (T, N, ...) samples; classification ones must be probabilities."""
     owner, expected = "MCPrediction", "a numeric array of shape (T, N, ...)"
     arr = numeric_array(owner, "samples", samples, expected)
-    shown = _Shown(f"<array of shape {arr.shape}>")
-    if arr.ndim < 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+    nan = np.isnan(arr)
+    rest = arr[~nan]
+    stats = {"nan": int(nan.sum()), "low": rest.min() if rest.size else 0.0,
+             "high": rest.max() if rest.size else 0.0, "sum_error": 0.0}
+    if (task == "classification" and activation == "softmax" and arr.ndim > 2
+            and arr.shape[-1] > 1 and arr.size):
+        stats["sum_error"] = np.max(np.abs(arr.sum(axis=-1) - 1.0))
+    check_values(arr.ndim >= 2 and arr.shape[0] > 0 and arr.shape[1] > 0, stats,
+                 arr.shape, task, activation)
+    return arr
+
+
+def check_values(shaped, stats, shape, task, activation):
+    """kreg's errors for bad samples, from their summary (see `from_statistics`).
+
+    Args:
+        shaped: bool, whether the samples have a shape (T, N, ...) with
+            T, N >= 1.
+        stats: dict with `nan` (NaN count), `low` and `high` (the extremes
+            of the non-NaN values) and `sum_error` (the largest `|sum - 1|`
+            of a softmax row along the last axis; 0 when not computed).
+        shape: the samples' shape, for the message.
+        task, activation: how the samples are read.
+    """
+    owner, expected = "MCPrediction", "a numeric array of shape (T, N, ...)"
+    shown = _Shown(f"<array of shape {tuple(shape)}>")
+    if not shaped:
         raise v.invalid_value(owner, "samples", expected + " with T >= 1 and N >= 1",
                               shown)
-    if not np.all(np.isfinite(arr)):
+    lo, hi = float(stats["low"]), float(stats["high"])
+    if float(stats["nan"]) > 0 or not (np.isfinite(lo) and np.isfinite(hi)):
         raise v.invalid_value(owner, "samples", "finite values (no NaN or inf)", shown)
     if task == "classification":
-        lo, hi = float(arr.min()), float(arr.max())
         bad = lo < -1e-6 or hi > 1 + 1e-6
-        if not bad and activation == "softmax" and arr.ndim > 2 and arr.shape[-1] > 1:
-            bad = float(np.max(np.abs(arr.sum(axis=-1) - 1.0))) > 1e-3
+        if not bad and activation == "softmax":
+            bad = float(stats["sum_error"]) > 1e-3
         if bad:
             raise v.invalid_value(
                 owner, "samples", f"{activation} probabilities for "
                 "task='classification' (logits? MCPredictor(..., from_logits=True) "
                 "turns them into probabilities)", shown)
-    return arr

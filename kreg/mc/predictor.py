@@ -1,5 +1,7 @@
 """Test-time Monte Carlo averaging over kreg's stochastic layers."""
 
+import collections
+
 import keras
 import numpy as np
 from keras import ops
@@ -10,6 +12,7 @@ from kreg.layers._seeds import COUNTER_BITS
 from kreg.layers._seeds import SEED_BITS
 from kreg.mc import _heads
 from kreg.mc import _inputs
+from kreg.mc import _stats
 from kreg.mc import metrics
 from kreg.mc.plan import SamplingPlan
 from kreg.mc.prediction import MCPrediction
@@ -50,6 +53,17 @@ class MCPredictor:
     function (the batch tiled sample-major, each sample with its own masks);
     for Sequential and Functional models the layers before the first
     stochastic layer run once per input. `model.predict` is never affected.
+
+    The statistics (mean, variance, the entropy split, the variation ratio)
+    are computed where the samples are made, in the same compiled call, in
+    float32 (`kreg.mc._stats`; merged across passes when a chunk needs
+    several, see `max_batch`), and only they are copied to the host: one
+    compiled call per chunk of inputs when its T samples fit in `max_batch`
+    rows. The samples themselves reach the host only where they are needed:
+    `return_samples=True`, `joint=True` (kept for `covariance` and
+    BatchBALD), and `evaluate` of a regression output with `tau` (Gal's
+    log-likelihood is a log-mean-exp over the samples). The numbers equal
+    those of `MCPrediction(samples)` (float64 NumPy) to float32 round-off.
 
     Every model shape works: one or several inputs (an array, a list/tuple
     of arrays or a dict keyed by input name, as `model.predict` takes them)
@@ -145,7 +159,8 @@ class MCPredictor:
             (or `batch_size`), so inputs of any size reuse a few compiled
             functions.
         verbose: `"auto"`, 0 or 1. A progress bar over passes.
-        return_samples: bool, default False. Keep the (T, N, ...) samples.
+        return_samples: bool, default False. Keep the (T, N, ...) samples
+            (copied to the host; otherwise only the statistics are).
 
     Returns:
         `predict` returns an `MCPrediction` (or the output structure of
@@ -301,22 +316,40 @@ class MCPredictor:
     def _prefix(self):
         fn = self._cache.get("prefix")
         if fn is None:
-            prefix = self.split.prefix
-
-            def run(xs):
-                out = prefix(xs if len(xs) > 1 else xs[0], training=False)
-                return list(out) if isinstance(out, (list, tuple)) else [out]
-
-            fn = self._cache["prefix"] = compile_inference(run, self.model.variables)
+            fn = self._cache["prefix"] = compile_inference(self._prefix_outputs,
+                                                           self.model.variables)
         return fn
 
-    def _sampler(self, tiles):
+    def _prefix_outputs(self, xs):
+        out = self.split.prefix(xs if len(xs) > 1 else xs[0], training=False)
+        return list(out) if isinstance(out, (list, tuple)) else [out]
+
+    def _deterministic_outputs(self, frontier):
+        out = self.split.suffix(self._call_input(frontier), training=False)
+        return self.to_probabilities(keras.tree.flatten(out))
+
+    def _sampler(self, tiles, spec):
+        """The compiled function of one pass of `tiles` samples.
+
+        `run(xs, seed, offset, acc=None)` returns a dict: the pass's
+        `samples` (per output, left on the device) and, by `spec.stage`
+        (see `_PassSpec`), the statistics of every output (`kreg.mc._stats`,
+        float32): `"whole"` (the pass is the chunk: the prefix, when there is
+        one, runs in the same call, and `stats` are finalized), `"first"`
+        (the first pass of several: accumulators `acc`) or `"merge"` (`acc`
+        merged with the ones passed in, and `stats` finalized from them).
+        `"whole"` and `"first"` also return the deterministic outputs
+        (`det`) when `spec.deterministic`. A chunk of several passes thus
+        compiles two functions (its first pass is the one with the
+        remainder of the samples, the others have `tiles` each).
+        """
         key = ("sampler", tiles, self.joint, self.samples if self.joint else None,
-               self._heads_key)
+               self._heads_key, spec)
         fn = self._cache.get(key)
         if fn is not None:
             return fn
         suffix = self.plan.noting_structure(self.split.suffix)
+        prefix = self.split.prefix
         joint = self.joint
         total = self.samples
         plan = self.plan
@@ -324,26 +357,41 @@ class MCPredictor:
         def transform(out):
             return self.to_probabilities(out)
 
-        def run(inputs, seed, offset):
-            return plan.sample(suffix, self._call_input(inputs), seed, tiles,
+        def run(xs, seed, offset, acc=None):
+            frontier = xs
+            if spec.stage == "whole" and prefix is not None:
+                frontier = self._prefix_outputs(xs)
+            outs = plan.sample(suffix, self._call_input(frontier), seed, tiles,
                                joint=joint, sample_offset=offset,
                                total_samples=total, transform=transform)
+            result = {"samples": outs}
+            if spec.stage == "whole":
+                result["stats"] = [
+                    _stats.statistics(o, kind, temp)
+                    for o, kind, temp in zip(outs, spec.kinds, spec.temperatures)]
+            else:
+                stats = [_stats.pass_statistics(o, kind)
+                         for o, kind in zip(outs, spec.kinds)]
+                if spec.stage == "merge":
+                    stats = [_stats.merge(a, b) for a, b in zip(acc, stats)]
+                    result["stats"] = [_stats.finalize(a, kind)
+                                       for a, kind in zip(stats, spec.kinds)]
+                result["acc"] = stats
+            if spec.deterministic:
+                result["det"] = self._deterministic_outputs(frontier)
+            return result
 
         fn = compile_inference(run, self.model.variables)
         self._cache[key] = fn
         return fn
 
-    def _deterministic(self):
-        key = ("deterministic", self._heads_key)
+    def _tempered(self, kind, temperature):
+        """Compiled `kreg.mc._stats.tempered` (a chunk of several passes)."""
+        key = ("tempered", kind, temperature)
         fn = self._cache.get(key)
         if fn is None:
-            suffix = self.split.suffix
-
-            def run(inputs):
-                out = suffix(self._call_input(inputs), training=False)
-                return self.to_probabilities(keras.tree.flatten(out))
-
-            fn = self._cache[key] = compile_inference(run, self.model.variables)
+            fn = self._cache[key] = compile_inference(
+                lambda s: _stats.tempered(s, temperature, kind), [])
         return fn
 
     # -- running ---------------------------------------------------------------
@@ -354,8 +402,21 @@ class MCPredictor:
         return rows
 
     def _run(self, owner, x, batch_size, verbose, *, deterministic=False,
-             want_y=False):
-        """Sample every chunk of x; returns (samples, det, ys) (flat lists)."""
+             want_y=False, keep=lambda head: False):
+        """Sample every chunk of x, reducing the samples where they are made.
+
+        One compiled call per pass (`_sampler`): a chunk whose T samples fit
+        in `max_batch` rows is one call, prefix and statistics included.
+        Only the statistics (and the samples of the outputs where
+        `keep(head)`, or every output in joint mode) are copied to the host.
+
+        Returns:
+            `(stats, samples, det, ys)`: per output, the finalized statistics
+            (dicts of NumPy arrays, `kreg.mc._stats.finalize`; tempered where
+            a temperature is set) and the (T, N, ...) samples (None where not
+            kept); the deterministic outputs when asked (else None); the
+            targets of a data stream.
+        """
         t_total = self.samples
         rows = self._rows(batch_size)
         bar = keras.utils.Progbar(None, unit_name="pass") if verbose in (1, True) else None
@@ -364,8 +425,9 @@ class MCPredictor:
             base = self.seed
         else:
             base = int(self._rng.integers(0, 1 << SEED_BITS))
-        chunks, dets, ys_all = [], [], []
-        done = 0
+        chunks, kept_all, dets, ys_all = [], [], [], []
+        spec = None
+        done = calls = 0
         for xs, ys, template in _inputs.batches(owner, self.model, x, rows,
                                                 want_y=want_y):
             if self.split.prefix is None and "in_template" not in self._cache:
@@ -373,49 +435,70 @@ class MCPredictor:
             n = len(xs[0])
             if self.heads is None:
                 self._first_call(xs)
+            if spec is None:
+                spec = _PassSpec.of(self.heads, self._temperatures)
+                keep_idx = [k for k, h in enumerate(self.heads) if self.joint or keep(h)]
+                tempered = [k for k, t in enumerate(spec.temperatures) if t is not None]
             padded = _bucket(n, rows)
             tensors = [ops.convert_to_tensor(_pad(a, padded)) for a in xs]
-            frontier = self._prefix()(tensors) if self.split.prefix is not None else tensors
             tiles = t_total if self.max_batch is None else max(
                 1, min(t_total, self.max_batch // padded))
-            out = None
-            for start in range(0, t_total, tiles):
+            frontier = tensors
+            if tiles < t_total and self.split.prefix is not None:
+                frontier = self._prefix()(tensors)  # once for the chunk's passes
+            starts = list(range(0, t_total, tiles))
+            # The pass with the remainder of the samples first: every later
+            # pass has `tiles` samples (two compiled functions per chunk size).
+            # Seeds follow the sample order, not the order of the calls.
+            acc, kept, res = None, {}, None
+            for start in starts[-1:] + starts[:-1]:
                 count = min(tiles, t_total - start)
-                counter = 0 if self.joint else done
+                counter = 0 if self.joint else done + start // tiles
                 if counter >= 1 << COUNTER_BITS:
                     raise v.invalid_value(
                         owner, "batch_size",
                         f"fewer than 2**{COUNTER_BITS} forward passes per call (a "
                         "larger batch_size or max_batch, or fewer inputs per call)",
                         batch_size)
-                seed = self.plan.pass_seed(base, counter)
-                offset = ops.convert_to_tensor(start, dtype="int32")
-                res = self._sampler(count)(frontier, seed, offset)
-                res = [ops.convert_to_numpy(r)[:, :n] for r in res]
-                if out is None:
-                    out = [np.empty((t_total,) + r.shape[1:], r.dtype) for r in res]
-                for o, r in zip(out, res):
-                    o[start:start + count] = r
-                done += 1
-                if bar is None and verbose == "auto" and done == 1 and (
-                        start + count < t_total or len(xs[0]) == rows):
+                stage = ("whole" if len(starts) == 1 else "merge" if acc is not None
+                         else "first")
+                args = [frontier, self.plan.pass_seed(base, counter),
+                        ops.convert_to_tensor(start, dtype="int32")]
+                if acc is not None:
+                    args.append(acc)
+                out = self._sampler(count, spec._replace(
+                    stage=stage, deterministic=deterministic and stage != "merge"))(*args)
+                res = out if res is None else dict(res, **out)
+                acc = out.get("acc")
+                kept[start] = out["samples"]
+                calls += 1
+                if bar is None and verbose == "auto" and calls == 1 and (
+                        len(starts) > 1 or len(xs[0]) == rows):
                     bar = keras.utils.Progbar(None, unit_name="pass")
                 if bar is not None:
-                    bar.update(done)
-            chunks.append(out)
+                    bar.update(calls)
+            done += len(starts)
+            kept = [kept[start] for start in starts]  # in sample order
+            for k in tempered if len(starts) > 1 else ():  # needs every sample
+                res["stats"][k].update(self._tempered(spec.kinds[k], spec.temperatures[k])(
+                    ops.concatenate([p[k] for p in kept], axis=0)))
+            chunks.append([_stats.to_host(st, n) for st in res["stats"]])
+            kept_all.append({k: np.concatenate([ops.convert_to_numpy(p[k])[:, :n]
+                                                for p in kept], axis=0)
+                             for k in keep_idx})
             if deterministic:
-                dets.append([ops.convert_to_numpy(d)[:n]
-                             for d in self._deterministic()(frontier)])
+                dets.append([ops.convert_to_numpy(d)[:n] for d in res["det"]])
             if want_y:
                 ys_all.append(ys)
-        samples = [np.concatenate([c[k] for c in chunks], axis=1)
-                   for k in range(len(chunks[0]))]
-        det = ([np.concatenate([d[k] for d in dets], axis=0)
-                for k in range(len(dets[0]))] if deterministic else None)
-        self._ensure_heads(samples)
-        for head, s in zip(self.heads, samples):
-            self._check_probabilities(owner, head, s)
-        return samples, det, ys_all
+        heads = range(len(self.heads))
+        stats = [_stats.join([c[k] for c in chunks]) for k in heads]
+        samples = [np.concatenate([c[k] for c in kept_all], axis=1)
+                   if k in keep_idx else None for k in heads]
+        det = ([np.concatenate([d[k] for d in dets], axis=0) for k in heads]
+               if deterministic else None)
+        for head, st in zip(self.heads, stats):
+            self._check_probabilities(owner, head, st)
+        return stats, samples, det, ys_all
 
     def _first_call(self, xs):
         """A subclassed model's outputs (structure, heads), from one row, eagerly."""
@@ -426,14 +509,18 @@ class MCPredictor:
         self._cache["out_structure"] = keras.tree.map_structure(lambda _: None, out)
         self._ensure_heads(keras.tree.flatten(out))
 
-    def _check_probabilities(self, owner, head, s):
-        """A classification output must hold probabilities (else: logits?)."""
-        if head.task != "classification" or head.from_logits or s.size == 0:
+    def _check_probabilities(self, owner, head, stats):
+        """A classification output must hold probabilities (else: logits?).
+
+        Read from the statistics' data checks (`kreg.mc._stats`); NaN
+        samples are left to `MCPrediction`'s error, as before.
+        """
+        if head.task != "classification" or head.from_logits or float(stats["nan"]) > 0:
             return
-        lo, hi = float(s.min()), float(s.max())
+        lo, hi = float(stats["low"]), float(stats["high"])
         bad = lo < -1e-6 or hi > 1 + 1e-6
-        if not bad and head.activation == "softmax" and s.shape[-1] > 1:
-            bad = float(np.max(np.abs(s.sum(axis=-1) - 1.0))) > 1e-3
+        if not bad and head.activation == "softmax":
+            bad = float(stats["sum_error"]) > 1e-3
         if bad:
             raise v.invalid_value(
                 owner, "from_logits",
@@ -466,11 +553,13 @@ class MCPredictor:
         owner = "MCPredictor.predict"
         batch_size = self._check_call(owner, batch_size, verbose)
         return_samples = v.check_bool(owner, "return_samples", return_samples)
-        samples, _, _ = self._run(owner, x, batch_size, verbose)
-        preds = [MCPrediction(s, head.task, activation=head.activation,
-                              joint=self.joint, keep_samples=return_samples or self.joint,
-                              temperature=temp)
-                 for s, head, temp in zip(samples, self.heads, self._temperatures)]
+        stats, samples, _, _ = self._run(owner, x, batch_size, verbose,
+                                         keep=lambda head: return_samples)
+        preds = [MCPrediction.from_statistics(
+                     st, head.task, activation=head.activation, joint=self.joint,
+                     num_samples=self.samples, samples=s, temperature=temp)
+                 for st, s, head, temp in zip(stats, samples, self.heads,
+                                              self._temperatures)]
         return self._pack(preds)
 
     def evaluate(self, x, y=None, *, tau=None, batch_size=None, verbose="auto", bins=15):
@@ -512,8 +601,11 @@ class MCPredictor:
             raise v.invalid_value(
                 owner, "y", "None when x is a dataset or generator (it yields "
                 "(x, y) batches)", _inputs.describe(y))
-        samples, det, ys = self._run(owner, x, batch_size, verbose,
-                                     deterministic=True, want_y=stream)
+        # Gal's regression log-likelihood needs the samples (a log-mean-exp
+        # over them per target); every other score reads the statistics.
+        stats, samples, det, ys = self._run(
+            owner, x, batch_size, verbose, deterministic=True, want_y=stream,
+            keep=lambda head: head.task == "regression" and tau is not None)
         names = [h.name for h in self.heads]
         if stream:
             parts = [_targets(owner, b, names) for b in ys]
@@ -523,22 +615,35 @@ class MCPredictor:
         results = []
         for k, head in enumerate(self.heads):
             yk = _check_target(owner, "y" if len(names) == 1 else f"y[{names[k]!r}]",
-                               targets[k], head, samples[k].shape[1:])
+                               targets[k], head, stats[k]["mean"].shape)
+            mean = stats[k]["mean"]  # tempered where a temperature is set
             if head.task == "classification":
                 sig = head.activation == "sigmoid"
-                mean = samples[k].mean(axis=0)
-                if self._temperatures[k] is not None:  # the tempered MC mean
-                    mean = MCPrediction(samples[k], head.task, activation=head.activation,
-                                        keep_samples=False,
-                                        temperature=self._temperatures[k]).mean
                 mc = metrics.classification_scores(mean, yk, sigmoid=sig, bins=bins)
                 dt = metrics.classification_scores(det[k], yk, sigmoid=sig, bins=bins)
             else:
-                mc = metrics.regression_scores(samples[k], yk, tau)
+                mc = metrics.regression_scores(
+                    mean[None] if samples[k] is None else samples[k], yk, tau)
                 dt = metrics.regression_scores(det[k][None], yk, tau)
             results.append({"mc": mc, "deterministic": dt, "samples": self.samples,
                             "task": head.task})
         return self._pack(results)
+
+
+class _PassSpec(collections.namedtuple(
+        "_PassSpec", ["kinds", "temperatures", "stage", "deterministic"])):
+    """What one compiled pass computes (hashable: part of its cache key).
+
+    kinds: per output, `kreg.mc._stats.kind_of`; temperatures: per output
+    (None: untempered); stage: `"whole"`, `"first"` or `"merge"` (see
+    `MCPredictor._sampler`); deterministic: also return the deterministic
+    outputs.
+    """
+
+    @classmethod
+    def of(cls, heads, temperatures):
+        kinds = tuple(_stats.kind_of(h.task, h.activation) for h in heads)
+        return cls(kinds, tuple(temperatures), "whole", False)
 
 
 def resolve_temperatures(owner, heads, temperature):

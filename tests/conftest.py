@@ -11,17 +11,31 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-# `KREG_TEST_WITHOUT=tensorflow` (set by `make test-jax` and `make test-torch`)
-# runs the suite as in an environment where TensorFlow is not installed: the
-# proof that kreg and its layers need only Keras, NumPy and one backend. A
-# None entry in sys.modules makes `import tensorflow` raise
-# ModuleNotFoundError and `importlib.util.find_spec("tensorflow")` return None
-# (what torch._dynamo and Keras probe), as for a package that is absent.
+class _Unavailable:
+    """A meta-path finder that makes some packages impossible to import."""
+
+    def __init__(self, names):
+        self.names = tuple(names)
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.names:
+            raise ModuleNotFoundError(
+                f"No module named {name!r} (KREG_TEST_WITHOUT hides it)", name=name)
+        return None
+
+
+# `KREG_TEST_WITHOUT=tensorflow` (set by `make test-jax`) runs the suite as in
+# an environment where TensorFlow is not installed: the proof that kreg and
+# its layers need only Keras, NumPy and one backend. A finder, not a None entry
+# in sys.modules: Keras takes `"tensorflow" in sys.modules` to mean that
+# TensorFlow is imported (keras.src.utils.backend_utils.in_tf_graph). Not
+# used for PyTorch: torch._dynamo probes `importlib.util.find_spec`, which the
+# finder answers with the import error.
 _WITHOUT = [n for n in os.environ.get("KREG_TEST_WITHOUT", "").split(",") if n]
-for _name in _WITHOUT:
-    if sys.modules.get(_name) is not None:
-        raise RuntimeError(f"KREG_TEST_WITHOUT={_name}: it is imported already")
-    sys.modules[_name] = None
+if _WITHOUT:
+    if any(n in sys.modules for n in _WITHOUT):
+        raise RuntimeError(f"KREG_TEST_WITHOUT={_WITHOUT}: already imported")
+    sys.meta_path.insert(0, _Unavailable(_WITHOUT))
 
 
 def run_python(code, *, timeout=300, env=None, cwd=None, check=True):

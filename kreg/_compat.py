@@ -12,6 +12,8 @@ version, instead of kreg computing something wrong.
 Checked on Keras 3.15 (TensorFlow, JAX and PyTorch backends).
 """
 
+import importlib
+
 import keras
 
 #: The private APIs reached through this module (for the test's inventory).
@@ -33,13 +35,19 @@ class KerasCompatError(RuntimeError):
 
 
 def _missing(api, error=None):
+    detail = f" ({error})" if error else ""
     return KerasCompatError(
         f"kreg needs Keras's private `{api}`, which Keras {keras.__version__} "
         "does not provide (kreg is tested with Keras 3.15); please report "
-        f"this kreg/Keras combination. ({error})" if error else
-        f"kreg needs Keras's private `{api}`, which Keras {keras.__version__} "
-        "does not provide (kreg is tested with Keras 3.15); please report "
-        "this kreg/Keras combination.")
+        f"this kreg/Keras combination.{detail}")
+
+
+def _private(module, name):
+    """`module.name` from Keras's private tree, or `KerasCompatError`."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as error:
+        raise _missing(f"{module}.{name}", error) from error
 
 
 def flatten_layers(layer, include_self=True, recursive=True):
@@ -60,20 +68,12 @@ def own_variables(layer):
 
 def random_seed_dtype():
     """The backend's dtype of `keras.random` seeds (uint32 on JAX)."""
-    try:
-        from keras.src.backend import random_seed_dtype as dtype
-    except ImportError as error:
-        raise _missing("keras.src.backend.random_seed_dtype", error) from error
-    return dtype()
+    return _private("keras.src.backend", "random_seed_dtype")()
 
 
 def functional_class():
     """Keras's `Functional` model class."""
-    try:
-        from keras.src.models.functional import Functional
-    except ImportError as error:
-        raise _missing("keras.src.models.functional.Functional", error) from error
-    return Functional
+    return _private("keras.src.models.functional", "Functional")
 
 
 def is_plain_functional(model):
@@ -105,28 +105,14 @@ def metric_direction(metric):
 
 def print_msg(message):
     """Print as Keras's callbacks do (its io_utils honours its logging setup)."""
-    try:
-        from keras.src.utils import io_utils
-    except ImportError as error:
-        raise _missing("keras.src.utils.io_utils.print_msg", error) from error
-    io_utils.print_msg(message)
+    _private("keras.src.utils.io_utils", "print_msg")(message)
 
 
 def export_input_signature(model):
     """The input signature Keras's own export infers for `model` (TensorFlow)."""
-    try:
-        from keras.src.export.export_utils import get_input_signature
-    except ImportError as error:
-        raise _missing("keras.src.export.export_utils.get_input_signature",
-                       error) from error
-    return get_input_signature(model)
+    return _private("keras.src.export.export_utils", "get_input_signature")(model)
 
 
 def make_tf_tensor_spec(spec):
     """A `tf.TensorSpec` from a Keras `InputSpec`, shape or spec (TensorFlow)."""
-    try:
-        from keras.src.export.export_utils import make_tf_tensor_spec as make
-    except ImportError as error:
-        raise _missing("keras.src.export.export_utils.make_tf_tensor_spec",
-                       error) from error
-    return make(spec)
+    return _private("keras.src.export.export_utils", "make_tf_tensor_spec")(spec)

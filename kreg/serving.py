@@ -246,13 +246,13 @@ def _endpoints(model, mc_samples, task, input_signature=None, *, temperature=Non
 
     from kreg.layers._seeds import COUNTER_BITS
     from kreg.layers._seeds import encode_seed
-    from kreg.mc._graph import sampling_layers
     from kreg.mc.plan import SamplingPlan
-    from kreg.mc.plan import no_sampling_layer
     from kreg.mc.predictor import resolve_temperatures
 
-    if not sampling_layers(model) and not augment:
-        raise no_sampling_layer(OWNER, model)
+    # MCPredictor's plan: the split (prefix computed once), layer streams, heads;
+    # it refuses a model in which nothing samples.
+    plan = SamplingPlan(OWNER, model, task=task, from_logits=from_logits,
+                        augment=augment)
     specs = _input_signature(model, input_signature)
     if len(specs) != 1:
         raise v.invalid_value(
@@ -267,9 +267,6 @@ def _endpoints(model, mc_samples, task, input_signature=None, *, temperature=Non
             "rename the model input or pass an input_signature with other names",
             [spec.name for spec in keras.tree.flatten(specs)])
     rows_per_pass = _rows_per_pass(max_batch, mc_samples)
-    # MCPredictor's plan: the split (prefix computed once), layer streams, heads.
-    plan = SamplingPlan(OWNER, model, task=task, from_logits=from_logits,
-                        augment=augment)
     if plan.heads is not None:  # known outputs: check before tracing
         resolve_temperatures(OWNER, plan.heads, temperature)
         _check_output_keys(plan.heads)

@@ -47,6 +47,7 @@ import numpy as np
 from keras import ops
 
 from kreg import calibration
+from kreg.mc.metrics import xlogx
 
 KINDS = ("regression", "softmax", "sigmoid")
 CHECKS = ("nan", "low", "high", "sum_error")
@@ -63,10 +64,8 @@ def accumulator_dtype(dtype):
 
 
 def _xlogx(p):
-    """p log p with 0 log 0 = 0 (elementwise)."""
-    positive = p > 0
-    return ops.where(positive, p * ops.log(ops.where(positive, p, ops.ones_like(p))),
-                     ops.zeros_like(p))
+    """p log p with 0 log 0 = 0 (elementwise): `kreg.mc.metrics.xlogx` on tensors."""
+    return xlogx(p, ops)
 
 
 def _flat(x, leading):

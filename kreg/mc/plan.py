@@ -13,6 +13,7 @@ import json
 import weakref
 
 import keras
+import numpy as np
 from keras import ops
 
 from kreg import _compat
@@ -98,8 +99,6 @@ class SamplingPlan:
 
     def pass_seed(self, seed, counter=0):
         """The seed tensor of pass `counter` of user seed `seed` (Python ints)."""
-        import numpy as np
-
         return ops.convert_to_tensor(np.array(encode_seed(seed, counter)),
                                      dtype=self.seed_dtype)
 

@@ -72,8 +72,15 @@ test-tensorflow: venv
 # (KREG_TEST_WITHOUT, tests/conftest.py): kreg and its tests need only Keras,
 # NumPy and JAX. (Not the PyTorch pass: torch._dynamo probes for TensorFlow
 # with importlib.util.find_spec, which the blocker cannot answer "absent".)
+#
+# JAX_DISABLE_MOST_OPTIMIZATIONS=1 (a documented JAX option) turns XLA's
+# optimizing passes off for this pass: the tests' small programs are
+# compile-bound on JAX (every eager op compiles per shape), and compiling them
+# takes about half the time. What the code computes is the same; `make bench`
+# and benchmarks/device_mc.sh run JAX with the optimizations on.
 test-jax: venv
-	KERAS_BACKEND=jax KREG_TEST_WITHOUT=tensorflow $(PY) -m pytest $(XDIST) kreg tests
+	KERAS_BACKEND=jax KREG_TEST_WITHOUT=tensorflow JAX_DISABLE_MOST_OPTIMIZATIONS=1 \
+	  $(PY) -m pytest $(XDIST) kreg tests
 
 test-torch: venv
 	KERAS_BACKEND=torch $(PY) -m pytest $(XDIST) kreg tests

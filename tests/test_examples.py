@@ -26,6 +26,21 @@ EXPECTED_FILES = {
     "mc_uncertainty_existing_model.py": ["mc_uncertainty.png"],
 }
 
+
+
+def _serve_saved_model_output(out):
+    """What serve_saved_model.py prints: its signatures and five served rows."""
+    assert "signatures: ['serve', 'serve_mc', 'serve_mc_seeded', 'serving_default']" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith("(")]
+    assert len(rows) == 5, out
+    between_two, between_all = rows[2], rows[3]
+    assert float(between_all[-2]) > 0.8  # entropy (nats) near log 3
+    assert float(between_two[-1]) > float(between_all[-1])  # more model uncertainty
+
+
+#: What an example's standard output must show, beyond not being empty.
+EXPECTED_OUTPUT = {"serve_saved_model.py": _serve_saved_model_output}
+
 #: Each example must run in this many seconds on an unloaded 2-core machine;
 #: the subprocess limit is generous because the test machine is shared.
 BUDGET_S = 30
@@ -52,6 +67,8 @@ def test_example_runs(script, tmp_path):
         f"{script.name} failed ({proc.returncode}):\nSTDOUT:\n{proc.stdout}\n"
         f"STDERR:\n{proc.stderr[-4000:]}")
     assert proc.stdout.strip(), f"{script.name} printed nothing"
+    if script.name in EXPECTED_OUTPUT:
+        EXPECTED_OUTPUT[script.name](proc.stdout)
     for name in EXPECTED_FILES.get(script.name, []):
         path = out / name
         assert path.is_file() and path.stat().st_size > 0, (name, sorted(os.listdir(out)))

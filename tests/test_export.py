@@ -6,8 +6,6 @@ at once, in which kreg (and Keras) cannot be imported; one of them also runs
 """
 
 import os
-import pathlib
-import runpy
 import subprocess
 import sys
 import textwrap
@@ -373,19 +371,6 @@ def test_onnx_deterministic_route_and_why_mc_cannot_go_there(tmp_path, caplog):
     assert "Unsupported ops: Counter({'StatelessRandom" in caplog.text
     with pytest.raises(Exception, match=r"INVALID_GRAPH.*StatelessRandom"):
         ort.InferenceSession(tmp_path / "mc.onnx")
-
-
-def test_example_serve_saved_model_runs(tmp_path, capfd):
-    example = pathlib.Path(__file__).resolve().parents[1] / "examples" / "serve_saved_model.py"
-    namespace = runpy.run_path(str(example))  # defines main without running it
-    namespace["main"](str(tmp_path))
-    out = capfd.readouterr().out
-    assert "signatures: ['serve', 'serve_mc', 'serve_mc_seeded', 'serving_default']" in out
-    rows = [line.split() for line in out.splitlines() if line.startswith("(")]
-    assert len(rows) == 5
-    between_two, between_all = rows[2], rows[3]
-    assert float(between_all[-2]) > 0.8  # entropy (nats) near log 3
-    assert float(between_two[-1]) > float(between_all[-1])  # more model uncertainty
 
 
 def test_import_kreg_on_another_backend_and_the_export_error(fresh_python):

@@ -18,6 +18,26 @@ def _np(x):
     return keras.ops.convert_to_numpy(x)
 
 
+@pytest.fixture
+def sequence_fn(monkeypatch):
+    """`pooling_sequence`, compiled once per (N_in, N_out) on JAX.
+
+    The exhaustive checks below call it for ~170 sizes. Eager JAX compiles
+    every primitive again for each new shape (about 80 s for these tests);
+    one jitted function per size is what a model's compiled step runs anyway.
+    The layer's `draw_sequences` looks the function up in its module, so it
+    is patched there too. Other backends run it eagerly, as before.
+    """
+    if keras.backend.backend() != "jax":
+        return pooling_sequence
+    import jax
+
+    import kreg.layers.fractional_pooling as module
+    fn = jax.jit(pooling_sequence, static_argnums=(0, 1, 3))
+    monkeypatch.setattr(module, "pooling_sequence", fn)
+    return fn
+
+
 def _check_sequence(seq, n_in, n_out):
     seq = np.asarray(seq)
     k = n_in // n_out
@@ -36,7 +56,7 @@ SIZES = [(n, r) for n in (2, 3, 4, 5, 7, 8, 11, 16, 25, 32)
 
 
 @pytest.mark.parametrize("pseudo_random", [True, False])
-def test_every_drawn_sequence_satisfies_the_constraints(pseudo_random):
+def test_every_drawn_sequence_satisfies_the_constraints(pseudo_random, sequence_fn):
     layer = FractionalMaxPooling2D(pseudo_random=pseudo_random, seed=0)
     for n, ratio in SIZES:
         out = output_size(n, ratio)
@@ -44,7 +64,7 @@ def test_every_drawn_sequence_satisfies_the_constraints(pseudo_random):
         _check_sequence(_np(layer.draw_sequences(200, n, out)), n, out)
 
 
-def test_every_pseudo_random_sequence_is_valid_exhaustively():
+def test_every_pseudo_random_sequence_is_valid_exhaustively(sequence_fn):
     """All M cells of u (the sequence depends on u only through its cell)."""
     for n in range(2, 41):
         for ratio in (1.01, 1.414, 1.99):
@@ -52,7 +72,7 @@ def test_every_pseudo_random_sequence_is_valid_exhaustively():
             cells = pseudo_random_cells(n, out)
             assert cells >= 1
             u = np.concatenate([(np.arange(cells) + 0.5) / cells, [0.0, 1 - 1e-7]])
-            seq = _np(pooling_sequence(n, out, u[:, None].astype("float32")))
+            seq = _np(sequence_fn(n, out, u[:, None].astype("float32"), True))
             _check_sequence(seq, n, out)
             # Graham: a_i = ceil(alpha (i + u)) - 1 for 0 < i < out, alpha = n / out.
             for cell, row in zip(range(cells), seq):

@@ -62,9 +62,9 @@ def test_keep_all_and_keep_none():
 
 # -- keep fractions (closed form: Bernoulli(p), 5 standard errors) -------------
 @pytest.mark.parametrize("p", [0.05, 0.1, 0.3, 0.5, 0.8, 0.95, 1e-3, 1 - 1e-3,
-                               0.25, 0.75, 0.375, 2.0**-8])
+                               0.25, 0.75, 0.375, 1 / 16])
 def test_keep_fraction_within_five_standard_errors(p):
-    # 0.5, 0.25, 0.75, 0.375 and 2**-8 are drawn packed (`b.packs`).
+    # 0.5, 0.25, 0.75, 0.375 and 1/16 are drawn packed (`b.packs`).
     n = 400_000
     mask = _mask((n // 100, 100), p, seed=5)
     assert mask.dtype == bool and mask.shape == (n // 100, 100)
@@ -268,17 +268,17 @@ def test_bit_sliced_comparison_is_exact(p, monkeypatch):
 
 # -- keep_mask from packed bits (b.packs) -------------------------------------------
 @pytest.mark.parametrize("p,packs", [(0.5, True), (0.25, True), (0.75, True),
-                                     (0.375, True), (2.0**-8, True),
-                                     (1 - 2.0**-8, True), (0.3, False),
-                                     (0.8, False), (0.1, False), (1e-3, False),
-                                     (1.0, False), (0.0, False)])
+                                     (0.375, True), (1 / 16, True),
+                                     (15 / 16, True), (2.0**-5, False),
+                                     (0.3, False), (0.8, False), (0.1, False),
+                                     (1e-3, False), (1.0, False), (0.0, False)])
 def test_which_keep_probabilities_are_drawn_packed(p, packs):
     assert b.packs(p) == packs
     if packs:
         assert 1 <= b.random_bits_per_mask(p) <= b.PACKED_MAX_BITS
 
 
-@pytest.mark.parametrize("p", [0.5, 0.25, 0.75, 0.375, 2.0**-8])
+@pytest.mark.parametrize("p", [0.5, 0.25, 0.75, 0.375, 1 / 16])
 @pytest.mark.parametrize("shape", [(256, 256), (255, 257)])
 def test_packed_keep_mask_unpacks_lane_j_of_word_w_to_element_32w_plus_j(
         p, shape, monkeypatch):

@@ -1,12 +1,12 @@
 """Bernoulli keep-masks from random bits: the one mask primitive of kreg.
 
 Every random mask kreg draws comes from this module: `keep_mask` for Dropout
-(training and Monte Carlo sampling) and DropConnect's batch kernel masks and
-bias masks, `keep_words` (packed bits, below) for DropConnect's per-example
-kernel masks. A float32 uniform per mask element costs a 32-bit
-random word plus a conversion; here each mask element is a 16-bit slice of a
-random 32-bit word, compared with an integer threshold, so one word makes two
-masks.
+(training and Monte Carlo sampling; `dropped` where the mask has the inputs'
+shape) and DropConnect's batch kernel masks and bias masks, `keep_words`
+(packed bits, below) for DropConnect's per-example kernel masks. A float32
+uniform per mask element costs a 32-bit random word plus a conversion; here a
+mask element is decided by 1 to 16 random bits compared with an integer
+threshold.
 
 Quantization (the fact this module owns):
 
@@ -19,18 +19,33 @@ Quantization (the fact this module owns):
   compared with `round(keep_prob * 2**32)`: exact to 2**-33, finer than a
   float32 uniform's resolution.
 
-Packed masks (`keep_words`, for DropConnect's per-example masks, whose
-`batch x in x out` elements dwarf the rest) use the same threshold K, compared
-bit-sliced: 32 mask elements at a time, one bitwise step per random bit, most
-significant bit first. Only the top `bits - z` bits of a slice decide
-`u < K`, where `z` is the number of trailing zero bits of K, so a mask
-element costs 1 random bit at `keep_prob = 0.5` (2 at 0.25 or 0.75, at most
-16 or 32 otherwise): the keep probability is the same `K / 2**bits`.
-`scale_by_words` unpacks them (bit j of word w is element `32 w + j`).
+`quantized_keep_prob` returns the probability actually used, whichever of the
+two ways below draws the bits. Layers scale kept values by the nominal
+`1 / keep_prob` (as Keras does), so an inverted-dropout output's expectation
+is off by the same relative amount, at most 2**-10.
 
-`quantized_keep_prob` returns the probability actually used. Layers scale kept
-values by the nominal `1 / keep_prob` (as Keras does), so an inverted-dropout
-output's expectation is off by the same relative amount, at most 2**-10.
+Packed bits (`keep_words`) use the same threshold K, compared bit-sliced: 32
+mask elements at a time, one bitwise step per random bit, most significant
+bit first. Only the top `m = bits - z` bits of a slice decide `u < K`, where
+`z` is the number of trailing zero bits of K (`random_bits_per_mask`), so the
+keep probability is the same `K / 2**bits` for m random bits per element.
+
+Cost per mask element, in random bits (a 32-bit word each 32):
+
+* `keep_mask` when `packs(keep_prob)`, i.e. m <= 4 (`PACKED_MAX_BITS`):
+  keep probabilities `j / 2**m` with j odd (0.5: 1 bit; 0.25, 0.75: 2;
+  the eighths: 3; the sixteenths: 4). The mask is `keep_words`' bits
+  unpacked, bit j of word w being element `32 w + j` of the flattened
+  (row-major) mask.
+* `keep_mask` otherwise: 16 (two 16-bit slices per word, compared as signed
+  16-bit integers), or 32 under 2**-7.
+* `keep_words` (DropConnect's per-example masks, whose `batch x in x out`
+  elements dwarf the rest): m, at every keep probability (16 or 32 at most);
+  `scale_by_words` unpacks them along the last axis (bit j of word w is
+  element `32 w + j`).
+
+`dropped(values, ...)` is `where_kept(keep_mask(shape(values)), values)`
+with the unpacking fused into the product (one XLA loop on TensorFlow graphs).
 
 Random words come from each backend's counter-based (stateless) generator,
 seeded by one draw of a `keras.random.SeedGenerator`: TensorFlow's
@@ -46,7 +61,6 @@ import functools
 import math
 
 import keras
-import numpy as np
 from keras import ops
 
 #: Bits compared per mask element, and the cut-off of `min(p, 1 - p)` below
@@ -285,17 +299,21 @@ def keep_words(count, keep_prob, seed):
 
 
 #: The largest `random_bits_per_mask` at which `keep_mask` unpacks packed
-#: words: up to 8 random bits per element, at most a quarter of the random
-#: words of the 16-bit slices (measured in benchmarks/masks.py).
-PACKED_MAX_BITS = 8
+#: words: up to 4 random bits per element, at most a quarter of the random
+#: words of the 16-bit slices. Measured on a (12800, 512) mask (2-core CPU):
+#: at 1 bit the packed mask costs 0.6x the slices' on TensorFlow, 0.05x on
+#: JAX; at 4 bits about 1x and 0.25x; at 8 bits JAX's packed `dropped` is
+#: 2x slower than the slices (XLA recomputes the bit-sliced comparison in
+#: the unpacking loop).
+PACKED_MAX_BITS = 4
 
 
 def packs(keep_prob):
     """Whether `keep_mask` draws its mask as `keep_words`' packed bits.
 
     True when a mask element needs at most `PACKED_MAX_BITS` random bits
-    (`random_bits_per_mask`): keep probabilities `j / 2**m`, `m <= 8`, with
-    `j` odd, such as 0.5, 0.25 and 0.75.
+    (`random_bits_per_mask`): keep probabilities `j / 2**m`, `m <= 4`, with
+    `j` odd: 0.5, 0.25, 0.75, the eighths and the sixteenths.
     """
     return 0 < random_bits_per_mask(keep_prob) <= PACKED_MAX_BITS
 
@@ -305,16 +323,13 @@ def _word_count(n):
     return (n + 31) // 32
 
 
-def _lane_masks():
-    """int32 (32,): the single-bit word `1 << j` at j (bit 31 is negative)."""
-    lanes = np.left_shift(np.uint32(1), np.arange(32, dtype=np.uint32))
-    return ops.convert_to_tensor(lanes.view(np.int32))
-
-
 def _unpacked(words, n):
     """Flat bool mask of `n` elements: bit j of word w is element `32 w + j`."""
-    bits = ops.not_equal(ops.bitwise_and(words[:, None], _lane_masks()), 0)
-    bits = ops.reshape(bits, (-1,))
+    # A shift by an iota, not an and with 32 one-bit constants: XLA (JAX)
+    # fuses the shift into the consumer's loop, the constants 6x slower.
+    shifts = ops.arange(32, dtype="int32")
+    bits = ops.bitwise_and(ops.right_shift(words[:, None], shifts), 1)
+    bits = ops.reshape(ops.not_equal(bits, 0), (-1,))
     if not isinstance(n, int) or n % 32:
         bits = bits[:n]
     return bits

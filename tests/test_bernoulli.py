@@ -61,8 +61,10 @@ def test_keep_all_and_keep_none():
 
 
 # -- keep fractions (closed form: Bernoulli(p), 5 standard errors) -------------
-@pytest.mark.parametrize("p", [0.05, 0.1, 0.3, 0.5, 0.8, 0.95, 1e-3, 1 - 1e-3])
+@pytest.mark.parametrize("p", [0.05, 0.1, 0.3, 0.5, 0.8, 0.95, 1e-3, 1 - 1e-3,
+                               0.25, 0.75, 0.375, 1 / 16])
 def test_keep_fraction_within_five_standard_errors(p):
+    # 0.5, 0.25, 0.75, 0.375 and 1/16 are drawn packed (`b.packs`).
     n = 400_000
     mask = _mask((n // 100, 100), p, seed=5)
     assert mask.dtype == bool and mask.shape == (n // 100, 100)
@@ -78,12 +80,17 @@ def test_odd_and_empty_shapes(shape):
 
 
 # -- independence -----------------------------------------------------------------
-def test_elements_sharing_a_word_and_neighbouring_rows_are_uncorrelated():
-    # Elements 2i and 2i+1 come from the two halves of one 32-bit word.
-    mask = _mask((400, 1000), 0.3, seed=1)
+@pytest.mark.parametrize("p", [0.3, 0.5, 0.25])
+def test_elements_sharing_a_word_and_neighbouring_rows_are_uncorrelated(p):
+    # At 0.3 elements 2i and 2i+1 come from the two halves of one 32-bit
+    # word; at 0.5 and 0.25 (packed) elements 32w..32w+31 share word w.
+    mask = _mask((400, 1000), p, seed=1)
     assert _corr_z(mask[:, 0::2], mask[:, 1::2]) < 5
     assert _corr_z(mask[:-1], mask[1:]) < 5  # row r against row r + 1
     assert _corr_z(mask[:, :-1], mask[:, 1:]) < 5  # neighbours along a row
+    flat = mask.ravel()
+    assert _corr_z(flat[:-32], flat[32:]) < 5  # one lane of neighbouring words
+    assert _corr_z(flat[:-16], flat[16:]) < 5  # two lanes of one word
 
 
 def test_successive_draws_are_uncorrelated_and_advance_the_generator_once():
@@ -151,14 +158,16 @@ def test_dynamic_shapes_in_a_traced_function():
 
     gen = keras.random.SeedGenerator(1)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, 7], tf.float32)])
-    def masked(x):
-        return b.keep_mask(tf.unstack(tf.shape(x)), 0.3, gen)
+    for p in (0.3, 0.5):  # 16-bit slices, packed bits
 
-    for rows in (0, 1, 3, 1000):
-        mask = masked(tf.zeros((rows, 7))).numpy()
-        assert mask.shape == (rows, 7)
-    assert abs(mask.mean() - 0.3) < 5 * math.sqrt(0.21 / mask.size)
+        @tf.function(input_signature=[tf.TensorSpec([None, 7], tf.float32)])
+        def masked(x, p=p):
+            return b.keep_mask(tf.unstack(tf.shape(x)), p, gen)
+
+        for rows in (0, 1, 3, 1000):
+            mask = masked(tf.zeros((rows, 7))).numpy()
+            assert mask.shape == (rows, 7)
+        assert abs(mask.mean() - p) < 5 * math.sqrt(p * (1 - p) / mask.size)
 
 
 # -- packed masks (keep_words, scale_by_words) ----------------------------------
@@ -229,22 +238,171 @@ def test_scale_by_words_unpacks_bit_j_of_word_w_to_element_32w_plus_j(width):
     np.testing.assert_array_equal(out, expected.astype("float32"))
 
 
-@pytest.mark.parametrize("p", [0.3, 0.5, 0.75, 0.8, 0.05, 1e-3])
-def test_bit_sliced_comparison_is_exact(p, monkeypatch):
-    # Feed every m-bit value u to the comparison: lane L (bit L % 32 of word
-    # L // 32) gets u = L mod 2**m, its most significant bit in the first
-    # word drawn. Exactly the lanes with u below K / 2**(bits - m) are kept.
+def _enumerating_words(p, n_words):
+    """Random words that feed every m-bit value u to the bit-sliced comparison.
+
+    Lane L (bit L % 32 of word L // 32) gets u = L mod 2**m, its most
+    significant bit in the first word drawn. Returns (words, lanes, odd):
+    exactly the lanes with u below odd = K / 2**(bits - m) are kept.
+    """
     m = b.random_bits_per_mask(p)
     bits, k = b.keep_threshold(p)
     odd = k >> (bits - m)
-    n_words = 2048
     lanes = np.arange(32 * n_words, dtype=np.int64) % (2**m if m < 32 else 2**32)
     if m == 32:  # 2**32 values do not fit: sample lanes around K instead
         lanes = (k - 32 * n_words // 2 + np.arange(32 * n_words)) % 2**32
     planes = [((lanes >> (m - 1 - j)) & 1).reshape(n_words, 32) for j in range(m)]
     words = np.stack([(plane << np.arange(32)).sum(1) for plane in planes])
-    words = words.astype(np.uint32).view(np.int32).ravel()
+    return words.astype(np.uint32).view(np.int32).ravel(), lanes, odd
+
+
+@pytest.mark.parametrize("p", [0.3, 0.5, 0.75, 0.8, 0.05, 1e-3])
+def test_bit_sliced_comparison_is_exact(p, monkeypatch):
+    n_words = 2048
+    words, lanes, odd = _enumerating_words(p, n_words)
     monkeypatch.setattr(b, "random_words",
                         lambda count, seed: ops.convert_to_tensor(words))
     kept = _bits(b.keep_words(n_words, p, keras.random.SeedGenerator(0)))
     np.testing.assert_array_equal(kept, (lanes < odd).astype(kept.dtype))
+
+
+# -- keep_mask from packed bits (b.packs) -------------------------------------------
+@pytest.mark.parametrize("p,packs", [(0.5, True), (0.25, True), (0.75, True),
+                                     (0.375, True), (1 / 16, True),
+                                     (15 / 16, True), (2.0**-5, False),
+                                     (0.3, False), (0.8, False), (0.1, False),
+                                     (1e-3, False), (1.0, False), (0.0, False)])
+def test_which_keep_probabilities_are_drawn_packed(p, packs):
+    assert b.packs(p) == packs
+    if packs:
+        assert 1 <= b.random_bits_per_mask(p) <= b.PACKED_MAX_BITS
+
+
+@pytest.mark.parametrize("p", [0.5, 0.25, 0.75, 0.375, 1 / 16])
+@pytest.mark.parametrize("shape", [(256, 256), (255, 257)])
+def test_packed_keep_mask_unpacks_lane_j_of_word_w_to_element_32w_plus_j(
+        p, shape, monkeypatch):
+    # Known words in: element i of the (row-major) mask is lane i of the
+    # enumeration, kept exactly when u < odd. (255, 257) stops 1 element short
+    # of the 2048 words.
+    n_words = 2048
+    words, lanes, odd = _enumerating_words(p, n_words)
+    monkeypatch.setattr(b, "random_words",
+                        lambda count, seed: ops.convert_to_tensor(words))
+    gen = keras.random.SeedGenerator(0)
+    mask = _np(b.keep_mask(shape, p, gen))
+    assert mask.shape == shape and mask.dtype == bool
+    n = math.prod(shape)
+    np.testing.assert_array_equal(mask.ravel(), lanes[:n] < odd)
+    # dropped(): the same lanes, whatever the backend's fused path.
+    values = np.arange(1, n + 1, dtype="float32").reshape(shape)
+    out = _np(_compiled(lambda v: b.dropped(v, p, gen))(ops.convert_to_tensor(values))).ravel()
+    kept = lanes[:n] < odd
+    assert (out[~kept] == 0).all()
+    # Within 1 ulp of values / p (a compiler may divide by multiplying).
+    np.testing.assert_array_max_ulp(out[kept], values.ravel()[kept] / np.float32(p),
+                                    maxulp=1)
+
+
+def _compiled(fn):
+    """`fn` compiled as kreg compiles (tf.function: dropped's XLA path)."""
+    from kreg._compile import compile_inference
+
+    return compile_inference(fn, [])
+
+
+def _special(shape, dtype):
+    """Values of `shape` with inf, -inf, NaN and -0.0 among normal numbers."""
+    values = np.random.RandomState(3).randn(*shape)
+    special = np.array([np.inf, -np.inf, np.nan, -0.0])
+    flat = values.reshape(-1)
+    flat[: min(flat.size, 64)] = np.resize(special, min(flat.size, 64))
+    return values.astype(dtype)
+
+
+def _same_bits(a, c):
+    a, c = np.asarray(a), np.asarray(c)
+    assert a.shape == c.shape and a.dtype == c.dtype
+    ints = f"int{8 * a.dtype.itemsize}"
+    np.testing.assert_array_equal(a.view(ints), c.view(ints))
+
+
+@pytest.mark.parametrize("p", [0.5, 0.25, 0.75, 0.3])
+@pytest.mark.parametrize("shape", [(7,), (3, 5), (0, 4), (128, 96), (4, 33, 3)])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])
+@pytest.mark.parametrize("divide", [True, False])
+def test_dropped_is_where_kept_of_keep_mask(p, shape, dtype, divide):
+    # Same seed state, same mask. Eager: the same bits as the two calls, inf,
+    # NaN and -0.0 included. Compiled (dropped's fused path on TensorFlow):
+    # the same dropped elements (+0.0) and non-finite values, kept values
+    # within 1 ulp (TensorFlow's graph optimizer may turn `x / p` into
+    # `x * (1 / p)`, also in where_kept).
+    values = ops.convert_to_tensor(_special(shape, dtype))
+    seed_dtype = keras.random.SeedGenerator(0).state.dtype
+
+    def seed():
+        return TensorSeed(ops.convert_to_tensor(np.array([5, 2]), seed_dtype))
+
+    expected = _np(b.where_kept(b.keep_mask(shape, p, seed()), values, p,
+                                divide=divide))
+    _same_bits(_np(b.dropped(values, p, seed(), divide=divide)), expected)
+    out = _np(_compiled(lambda v: b.dropped(v, p, seed(), divide=divide))(values))
+    x = _np(values)
+    kept = _np(b.keep_mask(shape, p, seed()))
+    assert kept.size < 30 or 0 < kept.mean() < 1
+    finite = kept & np.isfinite(x)
+    _same_bits(out[~finite], expected[~finite])  # zeros, inf, NaN
+    np.testing.assert_array_max_ulp(out[finite], expected[finite], maxulp=1)
+    assert (expected[~kept] == 0).all()
+    if divide and p in (0.5, 0.25):  # 1 / p exact: the closed form
+        _same_bits(expected[finite], x[finite] / x.dtype.type(p))
+
+
+def test_dropped_draws_the_seed_once():
+    gen = keras.random.SeedGenerator(4)
+    b.dropped(ops.ones((40, 40)), 0.5, gen)
+    assert int(_np(gen.state)[1]) == 1
+
+
+def _gradient(fn, x):
+    """d sum(fn(x) * w) / dx on the active backend, w = 1, 2, 3, ..."""
+    weights = np.arange(1, x.size + 1, dtype="float32").reshape(x.shape)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function  # traced: dropped's fused path and its custom gradient
+        def grad(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = tf.reduce_sum(fn(x) * weights)
+            return tape.gradient(loss, x)
+
+        return _np(grad(tf.constant(x)))
+    if backend == "jax":
+        import jax
+
+        return _np(jax.jit(jax.grad(lambda v: (fn(v) * weights).sum()))(x))
+    import torch
+
+    v = torch.tensor(x, requires_grad=True)
+    (fn(v) * torch.tensor(weights)).sum().backward()
+    return v.grad.numpy()
+
+
+@pytest.mark.parametrize("p", [0.5, 0.75, 0.3])
+def test_dropped_gradient_is_the_mask_over_keep_prob(p):
+    x = np.random.RandomState(0).randn(64, 48).astype("float32")
+    dtype = keras.random.SeedGenerator(0).state.dtype
+
+    def fn(v):
+        seed = TensorSeed(ops.convert_to_tensor(np.array([9, 1]), dtype=dtype))
+        return b.dropped(v, p, seed)
+
+    keep = _np(fn(ops.convert_to_tensor(x))) != 0
+    weights = np.arange(1, x.size + 1, dtype="float32").reshape(x.shape)
+    grad = _gradient(fn, x)
+    assert (grad[~keep] == 0).all()
+    # Within 1 ulp of w / p (a compiler may divide by multiplying).
+    np.testing.assert_array_max_ulp(grad[keep], weights[keep] / np.float32(p),
+                                    maxulp=1)

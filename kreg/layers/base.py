@@ -127,7 +127,8 @@ class StochasticLayer(keras.layers.Layer):
         """A bool mask of `shape`, True with probability `keep_prob`.
 
         kreg's one mask primitive (`kreg.layers._bernoulli.keep_mask`): two
-        mask elements per 32-bit random word, `keep_prob` quantized to 2**-16
+        mask elements per 32-bit random word (32 / m at keep probabilities
+        j / 2**m, m <= 4, such as 0.5), `keep_prob` quantized to 2**-16
         (2**-32 for keep probabilities or rates under 2**-7). Every random
         mask of a stochastic layer is drawn through this.
 

@@ -5,6 +5,8 @@ import numpy as np
 from keras import ops
 
 from kreg import _validation as v
+from kreg.layers._bernoulli import dropped
+from kreg.layers._bernoulli import where_kept
 from kreg.layers.base import DEFAULT_RATE
 from kreg.layers.base import StochasticLayer
 
@@ -87,6 +89,12 @@ def check_noise_shape_fits(owner, noise_shape, input_shape, skip_batch=False):
             f"a shape of the inputs' rank {len(input_shape)} whose fixed sizes "
             f"are 1 or the inputs' sizes {input_shape}", noise_shape,
             received=f"noise_shape={noise_shape} for inputs of shape {input_shape}"))
+
+
+def _covers(noise_shape, input_shape):
+    """Whether a mask of `noise_shape` has the full (static) `input_shape`."""
+    return noise_shape is None or all(
+        d is None or d == n for d, n in zip(noise_shape, input_shape))
 
 
 def concrete_noise_shape(noise_shape, inputs):
@@ -185,15 +193,19 @@ class Dropout(StochasticLayer):
 
     def _drop(self, inputs, noise_shape, seed):
         """Drop units of `inputs` with one mask of `noise_shape` from `seed`."""
+        if _covers(noise_shape, inputs.shape):
+            # A mask of the inputs' shape: the same mask and product as
+            # below, fused where the backend allows.
+            return dropped(inputs, self.keep_prob, seed,
+                           divide=self.scaling == "inverted")
         noise = concrete_noise_shape(noise_shape, inputs)
         return self._apply(inputs, self.keep_mask(noise, seed))
 
     def _apply(self, inputs, keep):
         """`inputs` where `keep` (broadcast), else 0; scaled as `scaling` says."""
-        if self.scaling == "inverted":
-            # As Keras: kept units are `inputs / keep_prob`.
-            inputs = inputs / ops.cast(self.keep_prob, inputs.dtype)
-        return ops.where(keep, inputs, ops.zeros((), inputs.dtype))
+        # As Keras: kept units are `inputs / keep_prob` with inverted scaling.
+        return where_kept(keep, inputs, self.keep_prob,
+                          divide=self.scaling == "inverted")
 
     def _sample(self, inputs, ctx):
         """One Monte Carlo draw per tiled sample (see `SamplingContext`)."""

@@ -1,9 +1,10 @@
 """Run every benchmark in benchmarks/ and print one table of ratios.
 
-Every `benchmarks/*.py` module (except `_*.py` helpers and this file) that has
-a `main(argv)` is run in this process, on the active Keras backend
-(KERAS_BACKEND), one after the other, so all ratios come from the same run on
-the same machine. Each `main` returns a dict with `"ratios"` (name -> value)
+Every `benchmarks/*.py` module (except `_*.py` helpers, the tools in TOOLS and
+this file) that has a `main(argv)` is run, each in a fresh process (so one
+benchmark's imports and thread pools cannot slow the next), on the active Keras
+backend (KERAS_BACKEND), one after the other, so all ratios come from the same
+run on the same machine. Each `main` returns a dict with `"ratios"` (name -> value)
 and optionally `"targets"` (name -> "<= x" or ">= x"). The run ends with the
 list of files that ran (and any that did not, with the reason), the machine
 and versions, and one Markdown table of ratios against their targets; the
@@ -21,9 +22,10 @@ import inspect
 import json
 import os
 import re
+import subprocess
 import sys
+import tempfile
 import time
-import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -109,34 +111,66 @@ def met(value, target):
     return "yes" if ok else "NO"
 
 
+def _json_default(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _child(name, quick, result_path):
+    """Run one benchmark here (a fresh process) and write its result as JSON."""
+    module = _load(name)
+    if not hasattr(module, "main"):
+        print("not run: it has no main()")
+        return NO_MAIN
+    extra = QUICK_ARGS.get(name, ["--quick"]) if quick else []
+    result = _call_main(module.main, extra)
+    if isinstance(result, dict) and "ratios" not in result and name in RATIOS:
+        result = dict(result, ratios=RATIOS[name](result))
+    with open(result_path, "w") as f:
+        json.dump(result if isinstance(result, dict) else {}, f, default=_json_default)
+    return 0
+
+
+#: The child's exit status for a benchmark file without main().
+NO_MAIN = 3
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="fewer repeats, no memory measurements")
     parser.add_argument("--json", help="also write every result to this file")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        return _child(args.child, args.quick, args.result)
     started = time.perf_counter()
     names = discover()
     ran, failed, results = [], [], {}
     for name in names:
         print(f"\n{'=' * 78}\n## benchmarks/{name}\n{'=' * 78}", flush=True)
         t0 = time.perf_counter()
-        try:
-            module = _load(name)
-            if not hasattr(module, "main"):
+        # Each benchmark runs in its own process: one that imports JAX and
+        # PyTorch (masks.py) leaves their thread pools behind, and the next
+        # one's TensorFlow timings then moved by up to 25 % (independent /
+        # joint MC: 1.29 after the others in one process, 1.02-1.10 alone).
+        with tempfile.TemporaryDirectory() as tmp:
+            result_path = os.path.join(tmp, "result.json")
+            cmd = [sys.executable, os.path.abspath(__file__), "--child", name,
+                   "--result", result_path] + (["--quick"] if args.quick else [])
+            code = subprocess.run(cmd).returncode
+            if code == NO_MAIN:
                 failed.append((name, "no main()"))
-                print("not run: it has no main()")
                 continue
-            extra = QUICK_ARGS.get(name, ["--quick"]) if args.quick else []
-            result = _call_main(module.main, extra)
-            if isinstance(result, dict) and "ratios" not in result and name in RATIOS:
-                result = dict(result, ratios=RATIOS[name](result))
-        except Exception:  # report and go on with the others
-            traceback.print_exc()
-            failed.append((name, "raised an exception (traceback above)"))
-            continue
+            if code != 0:  # the child printed its traceback
+                failed.append((name, f"exited with status {code} (output above)"))
+                continue
+            with open(result_path) as f:
+                results[name] = json.load(f)
         ran.append((name, time.perf_counter() - t0))
-        results[name] = result if isinstance(result, dict) else {}
     missing = [n for n in EXPECTED if n not in names]
 
     info = machine()

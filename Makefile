@@ -62,9 +62,8 @@ test-keras-spec: venv
 # Two pytest-xdist workers (the two cores of the reference machine; override
 # with `make test XDIST=` for one process). `loadscope` keeps each test
 # module on one worker, so a module's shared fixtures (trained models,
-# exported SavedModels) are built once; the modules go out in the order
-# tests/conftest.py sets (the long ones first).
-XDIST ?= -n 2 --dist loadscope --no-loadscope-reorder
+# exported SavedModels) are built once.
+XDIST ?= -n 2 --dist loadscope
 
 test-tensorflow: venv
 	KERAS_BACKEND=tensorflow $(PY) -m pytest $(XDIST) kreg tests

@@ -91,39 +91,9 @@ def pytest_configure(config):
     )
 
 
-# ----------------------------------------------------------------------------
-# Order for pytest-xdist. `make test` runs two workers with `--dist loadscope
-# --no-loadscope-reorder`: each module goes whole to one worker, in the order
-# below. These modules hold few but long tests (notebooks, the demo, fresh
-# processes, training runs: 1-4 min of one worker each on TensorFlow); started
-# last, as xdist's default order by test count would, the other worker idles
-# while one of them finishes. So they go first, longest first, and the rest
-# follow by test count, largest first (xdist's own order).
-LONG_MODULES = ("test_notebooks.py", "test_demo.py", "test_distribute.py",
-                "test_examples.py", "test_claims.py", "test_docs.py",
-                "test_backends.py", "test_noise_layers.py", "test_export.py",
-                "test_export_mc.py", "test_dropconnect.py", "test_fractional_pooling.py")
-
-
-def _order_modules(items):
-    """Sort `items` in place by module (see LONG_MODULES), keeping each module's order."""
-    counts = {}
-    for item in items:
-        counts[item.path] = counts.get(item.path, 0) + 1
-
-    def key(item):
-        name = item.path.name
-        if name in LONG_MODULES:
-            return (0, LONG_MODULES.index(name), 0, str(item.path))
-        return (1, 0, -counts[item.path], str(item.path))
-
-    items.sort(key=key)
-
-
 def pytest_collection_modifyitems(config, items):
     import keras
 
-    _order_modules(items)
     backend = keras.backend.backend()
     if backend == "tensorflow":
         return

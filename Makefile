@@ -64,9 +64,12 @@ test-keras-spec: venv
 # module on one worker, so a module's shared fixtures (trained models,
 # exported SavedModels) are built once.
 XDIST ?= -n 2 --dist loadscope
+# Each pass ends with its 15 slowest tests (setup included), so that every
+# CI log says where the time went.
+TIMES ?= --durations=15
 
 test-tensorflow: venv
-	KERAS_BACKEND=tensorflow $(PY) -m pytest $(XDIST) kreg tests
+	KERAS_BACKEND=tensorflow $(PY) -m pytest $(XDIST) $(TIMES) kreg tests
 
 # The JAX pass runs with TensorFlow made impossible to import
 # (KREG_TEST_WITHOUT, tests/conftest.py): kreg and its tests need only Keras,
@@ -80,10 +83,10 @@ test-tensorflow: venv
 # and benchmarks/device_mc.sh run JAX with the optimizations on.
 test-jax: venv
 	KERAS_BACKEND=jax KREG_TEST_WITHOUT=tensorflow JAX_DISABLE_MOST_OPTIMIZATIONS=1 \
-	  $(PY) -m pytest $(XDIST) kreg tests
+	  $(PY) -m pytest $(XDIST) $(TIMES) kreg tests
 
 test-torch: venv
-	KERAS_BACKEND=torch $(PY) -m pytest $(XDIST) kreg tests
+	KERAS_BACKEND=torch $(PY) -m pytest $(XDIST) $(TIMES) kreg tests
 
 bench: venv
 	$(PY) benchmarks/run_all.py

@@ -445,12 +445,26 @@ def _scale_by_words(words, values, scale):
 
 
 @functools.cache
-def _tensorflow_scale_by_words():
+def _tensorflow_program(fn):
     import tensorflow as tf
 
-    # One XLA loop: TensorFlow alone runs a shift, a cast and a product as
-    # passes over the whole (..., 32 n) tensor, XLA in one.
-    return tf.function(_scale_by_words, jit_compile=True)
+    # No reduce_retracing: the programs read static shapes (a kernel's).
+    return tf.function(fn, jit_compile=True)
+
+
+def fused_on_tensorflow(fn):
+    """`fn` compiled as one XLA program on TensorFlow; `fn` itself elsewhere.
+
+    TensorFlow alone runs each op as a pass over its whole tensor and each
+    loop iteration as separate kernels; XLA fuses the elementwise ops into
+    one loop and compiles loops (`keras.ops.map`, `fori_loop`) into the
+    program. On JAX the caller's `jit` already does this. Python arguments
+    (floats, ints) are constants of the program (one program per value);
+    tensor arguments are its inputs. Every new input shape compiles anew.
+    """
+    if keras.backend.backend() == "tensorflow":
+        return _tensorflow_program(fn)
+    return fn
 
 
 def scale_by_words(words, values, scale):
@@ -472,6 +486,4 @@ def scale_by_words(words, values, scale):
     Returns:
         A tensor (..., d) of `values`' dtype.
     """
-    if keras.backend.backend() == "tensorflow":
-        return _tensorflow_scale_by_words()(words, values, float(scale))
-    return _scale_by_words(words, values, scale)
+    return fused_on_tensorflow(_scale_by_words)(words, values, float(scale))

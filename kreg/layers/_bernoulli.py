@@ -383,7 +383,9 @@ def dropped(values, keep_prob, seed, divide=True):
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        if tf.inside_function() and values.dtype.size in _SAME_WIDTH_INT:
+        if (tf.inside_function()
+                and keras.backend.standardize_dtype(values.dtype)
+                in _SAME_WIDTH_INT):
             # x / 1 is x exactly: one compiled program for both scalings.
             divisor = tf.cast(keep_prob if divide else 1.0, values.dtype)
             return _tensorflow_dropped()(words, values, divisor)
@@ -391,37 +393,55 @@ def dropped(values, keep_prob, seed, divide=True):
     return where_kept(keep, values, keep_prob, divide)
 
 
-#: The integer dtype of a float dtype's width (bytes), for bitwise masking.
-_SAME_WIDTH_INT = {2: "int16", 4: "int32", 8: "int64"}
+#: The integer dtype of a float dtype's width, for bitwise masking.
+_SAME_WIDTH_INT = {"float16": "int16", "bfloat16": "int16",
+                   "float32": "int32", "float64": "int64"}
 
 
-def _tensorflow_where_words(words, values, divisor):
-    """`dropped`'s product on TensorFlow, written for XLA (one fused loop).
+def _same_width_view(x, dtype):
+    """`x`'s bits read as `dtype` of the same width (any shape)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf  # keras.ops.view needs a static shape there
 
-    XLA's CPU select over a bool mask is slow (measured 4x slower than this);
-    instead each lane becomes an integer of all ones (kept) or zeros
-    (dropped), and-ed with the bits of `values / divisor`: exactly
-    `where(keep, values / divisor, 0)` for every value, inf and NaN included.
+        return tf.bitcast(x, getattr(tf, dtype))
+    return ops.view(x, dtype)
+
+
+def _where_bits(words, values):
+    """`values` where a packed mask bit is 1, and 0 where it is 0.
+
+    kreg's one unpacking product: bit j of word w (of the last axis of
+    `words`) is element `32 w + j` of the last axis of the result, cut to
+    the size of `values`' last axis; `values` broadcasts against the mask.
+    Each bit becomes an integer of all ones (kept) or zeros (dropped),
+    and-ed with the bits of `values`: exactly `where(bit, values, 0)` for
+    every value, inf and NaN included. XLA fuses it into one loop (its CPU
+    select over a bool mask was measured 4x slower). Not differentiable:
+    callers define the gradient.
     """
-    import tensorflow as tf
+    shape = ops.shape(words)
+    shifts = ops.arange(32, dtype="int32")
+    bits = ops.bitwise_and(ops.right_shift(words[..., None], shifts), 1)
+    bits = ops.reshape(bits, tuple(shape[:-1]) + (shape[-1] * 32,))
+    size = values.shape[-1]
+    bits = bits[..., : ops.shape(values)[-1] if size is None else size]
+    dtype = _SAME_WIDTH_INT[keras.backend.standardize_dtype(values.dtype)]
+    lanes = ops.cast(ops.negative(bits), dtype)  # 0 or -1 (all bits set)
+    kept = ops.bitwise_and(_same_width_view(values, dtype), lanes)
+    return _same_width_view(kept, keras.backend.standardize_dtype(values.dtype))
 
-    n = tf.size(values)
-    lanes = tf.bitwise.bitwise_and(
-        tf.bitwise.right_shift(words[:, None], tf.range(32, dtype=tf.int32)), 1)
-    lanes = tf.reshape(-lanes, [-1])[:n]  # 0 or -1 (all bits set)
-    dtype = _SAME_WIDTH_INT[values.dtype.size]
-    lanes = tf.reshape(tf.cast(lanes, dtype), tf.shape(values))
-    values = values / divisor
-    return tf.bitcast(tf.bitwise.bitwise_and(tf.bitcast(values, dtype), lanes),
-                      values.dtype)
+
+def _dropped_words(words, values, divisor):
+    """`dropped`'s product: `values / divisor` where the flat bits are 1."""
+    flat = ops.reshape(values / divisor, (-1,))
+    return ops.reshape(_where_bits(words, flat), ops.shape(values))
 
 
 @functools.cache
 def _tensorflow_dropped():
     import tensorflow as tf
 
-    fused = tf.function(_tensorflow_where_words, jit_compile=True,
-                        reduce_retracing=True)
+    fused = fused_on_tensorflow(_dropped_words)
 
     @tf.custom_gradient
     def dropped_words(words, values, divisor):
@@ -436,12 +456,7 @@ def _tensorflow_dropped():
 
 def _scale_by_words(words, values, scale):
     """`scale_by_words` in keras.ops (fused by the compiler on JAX)."""
-    shape = ops.shape(words)
-    shifts = ops.arange(32, dtype="int32")
-    bits = ops.bitwise_and(ops.right_shift(words[..., None], shifts), 1)
-    bits = ops.reshape(bits, tuple(shape[:-1]) + (shape[-1] * 32,))
-    bits = bits[..., : values.shape[-1]]  # a no-op slice when 32 n = d
-    return values * (ops.cast(bits, values.dtype) * ops.cast(scale, values.dtype))
+    return _where_bits(words, values * ops.cast(scale, values.dtype))
 
 
 @functools.cache

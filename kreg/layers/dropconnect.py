@@ -12,6 +12,7 @@ import keras
 from keras import ops
 
 from kreg import _validation as v
+from kreg.layers._bernoulli import dropped
 from kreg.layers._bernoulli import fused_on_tensorflow
 from kreg.layers._bernoulli import keep_words
 from kreg.layers._bernoulli import scale_by_words
@@ -57,12 +58,6 @@ class _SeedSplitter:
         index = ops.cast(index, "int32")
         offset = ops.stack([ops.zeros((), "int32"), index])
         return TensorSeed(ops.cast(ops.add(self._base, offset), self._dtype))
-
-
-def _drop(values, keep, keep_prob):
-    """`values / keep_prob` where `keep`, else 0 (inverted scaling)."""
-    scaled = values * ops.cast(1.0 / keep_prob, values.dtype)
-    return ops.where(keep, scaled, ops.zeros((), values.dtype))
 
 
 def _chunks(size, chunk):
@@ -281,15 +276,12 @@ class _DropConnect(StochasticLayer):
     def _dropped_bias(self, seed):
         if self.bias is None or not self.drop_bias:
             return self.bias
-        bias = ops.convert_to_tensor(self.bias)
-        return _drop(bias, self.keep_mask(ops.shape(bias), seed),
-                     self.keep_prob)
+        return dropped(ops.convert_to_tensor(self.bias), self.keep_prob, seed)
 
     def _batch_masked(self, inputs, seeds, index):
         """One kernel (and bias) mask, from seeds `2 * index` (+1 for bias)."""
-        kernel = ops.convert_to_tensor(self.kernel)
-        keep = self.keep_mask(ops.shape(kernel), seeds(2 * index))
-        kernel = _drop(kernel, keep, self.keep_prob)
+        kernel = dropped(ops.convert_to_tensor(self.kernel), self.keep_prob,
+                         seeds(2 * index))
         return self._linear(inputs, kernel, self._dropped_bias(seeds(2 * index + 1)))
 
     def _per_sample(self, inputs, ctx):
@@ -566,8 +558,8 @@ class DropConnectDense(_DropConnect, keras.layers.Dense):
         bias = ops.convert_to_tensor(self.bias)
         if not self.drop_bias:
             return y + bias
-        keep = self.keep_mask((batch, self.units), seeds(0))
-        bias = _drop(bias[None], keep, self.keep_prob)
+        bias = dropped(ops.broadcast_to(bias, (batch, self.units)),
+                       self.keep_prob, seeds(0))
         bias = ops.reshape(bias, (batch,) + (1,) * (len(shape) - 2)
                            + (self.units,))
         return y + bias

@@ -412,9 +412,10 @@ class DropConnectDense(_DropConnect, keras.layers.Dense):
         (`batch x in x out / 8` bytes while a training step runs); the
         masked products are computed `example_chunk` examples (backward:
         as many input units) at a time, so the float temporaries are a few
-        4 MiB tensors per loop iteration in flight (TensorFlow runs up to
-        10 at once), not the whole batch's. On TensorFlow the unpacking of
-        the bits is one XLA-compiled loop.
+        4 MiB tensors per loop iteration, not the whole batch's. On
+        TensorFlow the forward pass and the backward pass are one
+        XLA-compiled program each (the chunk loop, the unpacking of the
+        bits and the products); on JAX the model's `jit` compiles them.
 
     Inference (`inference`, when `training` is falsy):
       * `"mean"`: deterministic, `activation(x @ W + b)`.

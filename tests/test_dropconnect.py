@@ -654,6 +654,34 @@ def test_example_gradients_with_several_positions_per_example():
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="an unknown batch size is a TensorFlow graph matter")
+@pytest.mark.parametrize("shape", [(5, 6), (5, 3, 6)])
+def test_example_masks_traced_with_unknown_batch_match_eager(shape):
+    # A traced `fit` sees (None, ...) inputs; the compiled forward and backward
+    # programs must then give the same output and gradients as a known batch.
+    import tensorflow as tf
+
+    layer = dense(20, 6, mask="example", seed=3, example_chunk=2)
+    rng = np.random.RandomState(0)
+    x = tf.constant(rng.randn(*shape).astype("float32"))
+    g = tf.constant(rng.randn(*shape[:-1], 20).astype("float32"))
+
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x, training=True) * g)
+        return [loss] + tape.gradient(loss, [x] + layer.trainable_weights)
+
+    state = as_np(layer.seed_generator.state)
+    eager = step(x)
+    layer.seed_generator.state.assign(state)  # the same masks again
+    spec = tf.TensorSpec((None,) + shape[1:], tf.float32)
+    traced = tf.function(step, input_signature=[spec])(x)
+    for a, b in zip(eager, traced):
+        np.testing.assert_allclose(as_np(b), as_np(a), rtol=1e-6, atol=1e-6)
+
+
 def test_conv_gradients_flow_only_through_kept_weights():
     keep = 0.6
     conv = DropConnectConv2D(3, 2, keep_prob=keep, seed=6,

@@ -1,8 +1,8 @@
 """Bernoulli keep-masks from random bits: the one mask primitive of kreg.
 
 Every random mask kreg draws comes from this module: `keep_mask` for Dropout
-(training and Monte Carlo sampling; `dropped` where the mask has the inputs'
-shape) and DropConnect's batch kernel masks and bias masks, `keep_words`
+(training and Monte Carlo sampling; `dropped` where the mask has the values'
+shape, as for DropConnect's batch kernel masks and bias masks), `keep_words`
 (packed bits, below) for DropConnect's per-example kernel masks. A float32
 uniform per mask element costs a 32-bit random word plus a conversion; here a
 mask element is decided by 1 to 16 random bits compared with an integer

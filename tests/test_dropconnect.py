@@ -618,6 +618,70 @@ def test_example_gradients_with_one_position_per_example(example_chunk):
     assert never_kept.any() and np.all(d_kernel[never_kept] == 0)
 
 
+def test_example_gradients_with_several_positions_per_example():
+    # 3D inputs: chunks of examples in both passes, 5 examples in chunks of 2.
+    # The twin reveals the masks (shared by an example's positions); output,
+    # kernel and input gradients must be the exact products with them.
+    in_dim, units, examples, length = 6, 20, 5, 3
+    twin = ones_dense(units, in_dim, mask="example", seed=4, use_bias=False,
+                      example_chunk=2)
+    probe = np.broadcast_to(np.eye(in_dim, dtype="float32"),
+                            (examples, in_dim, in_dim))
+    masks = as_np(twin(probe, training=True))  # (examples, in, units): M / p
+    check_fraction(masks, 0.5)
+    layer = dense(units, in_dim, mask="example", seed=4, use_bias=False,
+                  example_chunk=2)
+    rng = np.random.RandomState(1)
+    kernel = rng.randn(in_dim, units).astype("float32")
+    layer.set_weights([kernel])
+    x = keras.Variable(rng.randn(examples, length, in_dim).astype("float32"))
+    g = rng.randn(examples, length, units)
+
+    def forward():
+        out = layer(x, training=True)
+        return keras.ops.sum(out * keras.ops.cast(g, out.dtype)), out
+
+    out, grads = value_and_grads(forward, [layer.kernel, x])
+    d_kernel, d_x = (as_np(t) for t in grads)
+    masked = kernel[None] * masks
+    x = as_np(x)
+    np.testing.assert_allclose(as_np(out), np.einsum("bsi,bio->bso", x, masked),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        d_kernel, np.einsum("bsi,bso,bio->io", x, g, masks), rtol=1e-5,
+        atol=1e-5)
+    np.testing.assert_allclose(d_x, np.einsum("bso,bio->bsi", g, masked),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="an unknown batch size is a TensorFlow graph matter")
+@pytest.mark.parametrize("shape", [(5, 6), (5, 3, 6)])
+def test_example_masks_traced_with_unknown_batch_match_eager(shape):
+    # A traced `fit` sees (None, ...) inputs; the compiled forward and backward
+    # programs must then give the same output and gradients as a known batch.
+    import tensorflow as tf
+
+    layer = dense(20, 6, mask="example", seed=3, example_chunk=2)
+    rng = np.random.RandomState(0)
+    x = tf.constant(rng.randn(*shape).astype("float32"))
+    g = tf.constant(rng.randn(*shape[:-1], 20).astype("float32"))
+
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x, training=True) * g)
+        return [loss] + tape.gradient(loss, [x] + layer.trainable_weights)
+
+    state = as_np(layer.seed_generator.state)
+    eager = step(x)
+    layer.seed_generator.state.assign(state)  # the same masks again
+    spec = tf.TensorSpec((None,) + shape[1:], tf.float32)
+    traced = tf.function(step, input_signature=[spec])(x)
+    for a, b in zip(eager, traced):
+        np.testing.assert_allclose(as_np(b), as_np(a), rtol=1e-6, atol=1e-6)
+
+
 def test_conv_gradients_flow_only_through_kept_weights():
     keep = 0.6
     conv = DropConnectConv2D(3, 2, keep_prob=keep, seed=6,

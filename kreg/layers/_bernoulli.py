@@ -1,8 +1,8 @@
 """Bernoulli keep-masks from random bits: the one mask primitive of kreg.
 
 Every random mask kreg draws comes from this module: `keep_mask` for Dropout
-(training and Monte Carlo sampling; `dropped` where the mask has the inputs'
-shape) and DropConnect's batch kernel masks and bias masks, `keep_words`
+(training and Monte Carlo sampling; `dropped` where the mask has the values'
+shape, as for DropConnect's batch kernel masks and bias masks), `keep_words`
 (packed bits, below) for DropConnect's per-example kernel masks. A float32
 uniform per mask element costs a 32-bit random word plus a conversion; here a
 mask element is decided by 1 to 16 random bits compared with an integer
@@ -383,7 +383,9 @@ def dropped(values, keep_prob, seed, divide=True):
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        if tf.inside_function() and values.dtype.size in _SAME_WIDTH_INT:
+        if (tf.inside_function()
+                and keras.backend.standardize_dtype(values.dtype)
+                in _SAME_WIDTH_INT):
             # x / 1 is x exactly: one compiled program for both scalings.
             divisor = tf.cast(keep_prob if divide else 1.0, values.dtype)
             return _tensorflow_dropped()(words, values, divisor)
@@ -391,37 +393,55 @@ def dropped(values, keep_prob, seed, divide=True):
     return where_kept(keep, values, keep_prob, divide)
 
 
-#: The integer dtype of a float dtype's width (bytes), for bitwise masking.
-_SAME_WIDTH_INT = {2: "int16", 4: "int32", 8: "int64"}
+#: The integer dtype of a float dtype's width, for bitwise masking.
+_SAME_WIDTH_INT = {"float16": "int16", "bfloat16": "int16",
+                   "float32": "int32", "float64": "int64"}
 
 
-def _tensorflow_where_words(words, values, divisor):
-    """`dropped`'s product on TensorFlow, written for XLA (one fused loop).
+def _same_width_view(x, dtype):
+    """`x`'s bits read as `dtype` of the same width (any shape)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf  # keras.ops.view needs a static shape there
 
-    XLA's CPU select over a bool mask is slow (measured 4x slower than this);
-    instead each lane becomes an integer of all ones (kept) or zeros
-    (dropped), and-ed with the bits of `values / divisor`: exactly
-    `where(keep, values / divisor, 0)` for every value, inf and NaN included.
+        return tf.bitcast(x, getattr(tf, dtype))
+    return ops.view(x, dtype)
+
+
+def _where_bits(words, values):
+    """`values` where a packed mask bit is 1, and 0 where it is 0.
+
+    kreg's one unpacking product: bit j of word w (of the last axis of
+    `words`) is element `32 w + j` of the last axis of the result, cut to
+    the size of `values`' last axis; `values` broadcasts against the mask.
+    Each bit becomes an integer of all ones (kept) or zeros (dropped),
+    and-ed with the bits of `values`: exactly `where(bit, values, 0)` for
+    every value, inf and NaN included. XLA fuses it into one loop (its CPU
+    select over a bool mask was measured 4x slower). Not differentiable:
+    callers define the gradient.
     """
-    import tensorflow as tf
+    shape = ops.shape(words)
+    shifts = ops.arange(32, dtype="int32")
+    bits = ops.bitwise_and(ops.right_shift(words[..., None], shifts), 1)
+    bits = ops.reshape(bits, tuple(shape[:-1]) + (shape[-1] * 32,))
+    size = values.shape[-1]
+    bits = bits[..., : ops.shape(values)[-1] if size is None else size]
+    dtype = _SAME_WIDTH_INT[keras.backend.standardize_dtype(values.dtype)]
+    lanes = ops.cast(ops.negative(bits), dtype)  # 0 or -1 (all bits set)
+    kept = ops.bitwise_and(_same_width_view(values, dtype), lanes)
+    return _same_width_view(kept, keras.backend.standardize_dtype(values.dtype))
 
-    n = tf.size(values)
-    lanes = tf.bitwise.bitwise_and(
-        tf.bitwise.right_shift(words[:, None], tf.range(32, dtype=tf.int32)), 1)
-    lanes = tf.reshape(-lanes, [-1])[:n]  # 0 or -1 (all bits set)
-    dtype = _SAME_WIDTH_INT[values.dtype.size]
-    lanes = tf.reshape(tf.cast(lanes, dtype), tf.shape(values))
-    values = values / divisor
-    return tf.bitcast(tf.bitwise.bitwise_and(tf.bitcast(values, dtype), lanes),
-                      values.dtype)
+
+def _dropped_words(words, values, divisor):
+    """`dropped`'s product: `values / divisor` where the flat bits are 1."""
+    flat = ops.reshape(values / divisor, (-1,))
+    return ops.reshape(_where_bits(words, flat), ops.shape(values))
 
 
 @functools.cache
 def _tensorflow_dropped():
     import tensorflow as tf
 
-    fused = tf.function(_tensorflow_where_words, jit_compile=True,
-                        reduce_retracing=True)
+    fused = fused_on_tensorflow(_dropped_words)
 
     @tf.custom_gradient
     def dropped_words(words, values, divisor):
@@ -436,21 +456,30 @@ def _tensorflow_dropped():
 
 def _scale_by_words(words, values, scale):
     """`scale_by_words` in keras.ops (fused by the compiler on JAX)."""
-    shape = ops.shape(words)
-    shifts = ops.arange(32, dtype="int32")
-    bits = ops.bitwise_and(ops.right_shift(words[..., None], shifts), 1)
-    bits = ops.reshape(bits, tuple(shape[:-1]) + (shape[-1] * 32,))
-    bits = bits[..., : values.shape[-1]]  # a no-op slice when 32 n = d
-    return values * (ops.cast(bits, values.dtype) * ops.cast(scale, values.dtype))
+    return _where_bits(words, values * ops.cast(scale, values.dtype))
 
 
 @functools.cache
-def _tensorflow_scale_by_words():
+def _tensorflow_program(fn):
     import tensorflow as tf
 
-    # One XLA loop: TensorFlow alone runs a shift, a cast and a product as
-    # passes over the whole (..., 32 n) tensor, XLA in one.
-    return tf.function(_scale_by_words, jit_compile=True)
+    # No reduce_retracing: the programs read static shapes (a kernel's).
+    return tf.function(fn, jit_compile=True)
+
+
+def fused_on_tensorflow(fn):
+    """`fn` compiled as one XLA program on TensorFlow; `fn` itself elsewhere.
+
+    TensorFlow alone runs each op as a pass over its whole tensor and each
+    loop iteration as separate kernels; XLA fuses the elementwise ops into
+    one loop and compiles loops (`keras.ops.map`, `fori_loop`) into the
+    program. On JAX the caller's `jit` already does this. Python arguments
+    (floats, ints) are constants of the program (one program per value);
+    tensor arguments are its inputs. Every new input shape compiles anew.
+    """
+    if keras.backend.backend() == "tensorflow":
+        return _tensorflow_program(fn)
+    return fn
 
 
 def scale_by_words(words, values, scale):
@@ -472,6 +501,4 @@ def scale_by_words(words, values, scale):
     Returns:
         A tensor (..., d) of `values`' dtype.
     """
-    if keras.backend.backend() == "tensorflow":
-        return _tensorflow_scale_by_words()(words, values, float(scale))
-    return _scale_by_words(words, values, scale)
+    return fused_on_tensorflow(_scale_by_words)(words, values, float(scale))

@@ -12,6 +12,8 @@ import keras
 from keras import ops
 
 from kreg import _validation as v
+from kreg.layers._bernoulli import dropped
+from kreg.layers._bernoulli import fused_on_tensorflow
 from kreg.layers._bernoulli import keep_words
 from kreg.layers._bernoulli import scale_by_words
 from kreg.layers._seeds import TensorSeed
@@ -58,12 +60,6 @@ class _SeedSplitter:
         return TensorSeed(ops.cast(ops.add(self._base, offset), self._dtype))
 
 
-def _drop(values, keep, keep_prob):
-    """`values / keep_prob` where `keep`, else 0 (inverted scaling)."""
-    scaled = values * ops.cast(1.0 / keep_prob, values.dtype)
-    return ops.where(keep, scaled, ops.zeros((), values.dtype))
-
-
 def _chunks(size, chunk):
     """`(c, n)`: `n >= 1` chunks of `c >= 1` items covering `size` items.
 
@@ -96,49 +92,70 @@ def _example_matmul(x3, kernel, seed, keep_prob, chunk):
     `chunk` examples at a time, so the float32 temporaries are a few
     `chunk x in x out` tensors; with one position per example (S = 1) the
     backward pass runs over chunks of input units instead (both gradients
-    are then batched matrix products of one masked tensor).
+    are then batched matrix products of one masked tensor). On TensorFlow
+    the forward pass and the backward pass are one XLA program each
+    (`fused_on_tensorflow`), loops included.
     """
     in_dim, out_dim = kernel.shape
     width = -(-out_dim // 32)  # mask words per kernel row
-    shape = ops.shape(x3)
-    batch, length = shape[0], shape[1]
+    batch = ops.shape(x3)[0]
     packed = keep_words(batch * in_dim * width, keep_prob, seed)
     packed = ops.reshape(packed, (batch, in_dim, width))
     scale = 1.0 / keep_prob
-    # A static chunk also when the batch size is not (a traced `fit`): the
-    # padded rows cost at most `chunk - 1` examples of work.
-    c, n = _chunks(batch, chunk)
-    # At least one chunk (of padding when the batch is empty), so that a
-    # batch of 0 rows gives 0 rows.
-    ps = _split(packed, c, n)
 
     @ops.custom_gradient
     def masked_matmul(x3, kernel):
-        xs = _split(x3, c, n)
-
-        def forward(args):
-            xk, pk = args
-            return ops.matmul(xk, scale_by_words(pk, kernel, scale))
-
-        ys = ops.reshape(ops.map(forward, (xs, ps)), (n * c, length, out_dim))
-        ys = ys[:batch]
+        # No gradient inside: a TensorFlow tape would otherwise make the
+        # compiled program return its loop's intermediates.
+        x3, kernel = ops.stop_gradient(x3), ops.stop_gradient(kernel)
+        y = fused_on_tensorflow(_example_forward)(x3, kernel, packed, scale,
+                                                  chunk)
 
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            if isinstance(length, int) and length == 1:
-                units = chunk * in_dim  # as many mask elements as a chunk
-                units = (max(1, units // max(1, batch))
-                         if isinstance(batch, int) else
-                         ops.maximum(1, units // ops.maximum(1, batch)))
-                return _grad_by_unit(x3, kernel, packed, upstream, scale, units)
-            return _grad_by_example(xs, kernel, ps, upstream, scale, c, n)
+            return fused_on_tensorflow(_example_backward)(
+                x3, kernel, packed, ops.stop_gradient(upstream), scale, chunk)
 
-        return ys, grad
+        return y, grad
 
     # A tensor, not the variable itself: tf.custom_gradient must not see a
     # variable read inside the function (the gradient reaches it through this).
     return masked_matmul(x3, ops.copy(kernel))
+
+
+def _example_forward(x3, kernel, packed, scale, chunk):
+    """`_example_matmul`'s product, `chunk` examples at a time."""
+    out_dim = kernel.shape[1]
+    shape = ops.shape(x3)
+    batch, length = shape[0], shape[1]
+    # A static chunk also when the batch size is not (a traced `fit`): the
+    # padded rows cost at most `chunk - 1` examples of work. At least one
+    # chunk (of padding when the batch is empty), so that a batch of 0 rows
+    # gives 0 rows.
+    c, n = _chunks(batch, chunk)
+
+    def forward(args):
+        xk, pk = args
+        return ops.matmul(xk, scale_by_words(pk, kernel, scale))
+
+    ys = ops.map(forward, (_split(x3, c, n), _split(packed, c, n)))
+    return ops.reshape(ys, (n * c, length, out_dim))[:batch]
+
+
+def _example_backward(x3, kernel, packed, upstream, scale, chunk):
+    """`_example_matmul`'s gradients `(d x3, d kernel)`."""
+    in_dim = kernel.shape[0]
+    shape = ops.shape(x3)
+    batch, length = shape[0], shape[1]
+    if isinstance(length, int) and length == 1:
+        units = chunk * in_dim  # as many mask elements as a chunk
+        units = (max(1, units // max(1, batch)) if isinstance(batch, int) else
+                 ops.maximum(1, units // ops.maximum(1, batch)))
+        return _grad_by_unit(x3, kernel, packed, upstream, scale, units)
+    c, n = _chunks(batch, chunk)
+    return _grad_by_example(_split(x3, c, n), kernel, _split(packed, c, n),
+                            upstream, scale, c, n)
 
 
 def _grad_by_unit(x3, kernel, packed, upstream, scale, chunk):
@@ -259,15 +276,12 @@ class _DropConnect(StochasticLayer):
     def _dropped_bias(self, seed):
         if self.bias is None or not self.drop_bias:
             return self.bias
-        bias = ops.convert_to_tensor(self.bias)
-        return _drop(bias, self.keep_mask(ops.shape(bias), seed),
-                     self.keep_prob)
+        return dropped(ops.convert_to_tensor(self.bias), self.keep_prob, seed)
 
     def _batch_masked(self, inputs, seeds, index):
         """One kernel (and bias) mask, from seeds `2 * index` (+1 for bias)."""
-        kernel = ops.convert_to_tensor(self.kernel)
-        keep = self.keep_mask(ops.shape(kernel), seeds(2 * index))
-        kernel = _drop(kernel, keep, self.keep_prob)
+        kernel = dropped(ops.convert_to_tensor(self.kernel), self.keep_prob,
+                         seeds(2 * index))
         return self._linear(inputs, kernel, self._dropped_bias(seeds(2 * index + 1)))
 
     def _per_sample(self, inputs, ctx):
@@ -398,9 +412,10 @@ class DropConnectDense(_DropConnect, keras.layers.Dense):
         (`batch x in x out / 8` bytes while a training step runs); the
         masked products are computed `example_chunk` examples (backward:
         as many input units) at a time, so the float temporaries are a few
-        4 MiB tensors per loop iteration in flight (TensorFlow runs up to
-        10 at once), not the whole batch's. On TensorFlow the unpacking of
-        the bits is one XLA-compiled loop.
+        4 MiB tensors per loop iteration, not the whole batch's. On
+        TensorFlow the forward pass and the backward pass are one
+        XLA-compiled program each (the chunk loop, the unpacking of the
+        bits and the products); on JAX the model's `jit` compiles them.
 
     Inference (`inference`, when `training` is falsy):
       * `"mean"`: deterministic, `activation(x @ W + b)`.
@@ -544,8 +559,8 @@ class DropConnectDense(_DropConnect, keras.layers.Dense):
         bias = ops.convert_to_tensor(self.bias)
         if not self.drop_bias:
             return y + bias
-        keep = self.keep_mask((batch, self.units), seeds(0))
-        bias = _drop(bias[None], keep, self.keep_prob)
+        bias = dropped(ops.broadcast_to(bias, (batch, self.units)),
+                       self.keep_prob, seeds(0))
         bias = ops.reshape(bias, (batch,) + (1,) * (len(shape) - 2)
                            + (self.units,))
         return y + bias

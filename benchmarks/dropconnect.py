@@ -11,8 +11,16 @@ rounds, median step time):
 
 It also times one forward pass of the DropConnect MLP with
 `inference="gaussian"` (256 draws) against `inference="mean"`, and measures the
-peak resident memory of a process training with per-example masks (in a fresh
-subprocess, so nothing else inflates it).
+peak resident memory (VmHWM) of a process training with per-example masks,
+against one training plain Dense layers (each in a fresh subprocess, so nothing
+else inflates it). The target (under 1 GiB) is measured as in a
+`pip install "kreg[tensorflow]"` environment: the packages of the test, demo
+and onnx extras are made unimportable in that process, since Keras imports
+JAX, scikit-learn and matplotlib whenever they are installed and their shared
+libraries then count in a TensorFlow process's RSS. The same processes with
+this venv's packages, and the anonymous part of the RSS (sampled; file-backed
+library pages vary with the page cache: the same packages measured about
+150 MiB apart in two venvs), are printed too.
 
 Run: `python benchmarks/dropconnect.py` (about a minute on a 2-core CPU).
 """
@@ -109,10 +117,49 @@ def inference_table(rounds):
     return out
 
 
+# Packages that `pip install "kreg[tensorflow]"` does not install but the test
+# venv has (the test, demo and onnx extras): Keras imports several of them
+# when they are present (jax, sklearn, matplotlib, ...), which maps their
+# shared libraries into a TensorFlow process.
+NOT_IN_A_TENSORFLOW_INSTALL = ("jax", "jaxlib", "torch", "sklearn", "matplotlib",
+                               "scipy", "IPython", "onnx", "onnxruntime", "tf2onnx",
+                               "cv2", "PIL")
+
 MEMORY_CODE = """
-import json, os, re, resource, sys
+import json, os, re, resource, sys, threading, time
 sys.path.insert(0, {root!r})
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+BLOCK = {block!r}
+
+
+class _Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCK:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+
+
+if BLOCK:  # as a kreg[tensorflow] install, which has none of them
+    sys.meta_path.insert(0, _Blocked())
+# The anonymous part of the resident memory (heap, stacks, tensors), sampled:
+# VmHWM also counts the pages of shared libraries mapped from files, which
+# vary with the page cache (the same packages measured about 150 MiB apart in
+# two venvs).
+anon = [0]
+stop = []
+
+
+def sample():
+    while not stop:
+        status = open("/proc/self/status").read()
+        anon[0] = max(anon[0], int(re.search(r"RssAnon:\\s+(\\d+)", status).group(1)))
+        time.sleep(0.002)
+
+
+try:
+    open("/proc/self/status").read()
+    threading.Thread(target=sample, daemon=True).start()
+except OSError:
+    stop.append(True)
 from benchmarks.dropconnect import build, data, time_steps
 
 def peak_mib():
@@ -129,15 +176,25 @@ model = build({kind!r})
 model.predict_on_batch(x)
 before = peak_mib()
 time_steps(model, x, y, 4)
-print("JSON:" + json.dumps({{"before_mib": before, "peak_mib": peak_mib()}}))
+stop.append(True)
+print("JSON:" + json.dumps({{"before_mib": before, "peak_mib": peak_mib(),
+                            "peak_anon_mib": anon[0] / 1024 or None,
+                            "imported": sorted(m for m in ("jax", "sklearn", "matplotlib")
+                                               if m in sys.modules)}}))
 """
 
 
-def peak_memory(kind):
-    """Peak RSS (MiB) of a fresh process training `kind` for 4 steps."""
+def peak_memory(kind, tensorflow_install=True):
+    """Peak RSS (MiB) of a fresh process training `kind` for 4 steps.
+
+    With `tensorflow_install` (the default), the packages a
+    `kreg[tensorflow]` install lacks are made unimportable in that process
+    (`NOT_IN_A_TENSORFLOW_INSTALL`); otherwise it imports what this venv has.
+    """
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    block = NOT_IN_A_TENSORFLOW_INSTALL if tensorflow_install else ()
     proc = subprocess.run(
-        [sys.executable, "-c", MEMORY_CODE.format(root=root, kind=kind)],
+        [sys.executable, "-c", MEMORY_CODE.format(root=root, kind=kind, block=block)],
         capture_output=True, text=True, check=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(
             [root, os.environ.get("PYTHONPATH", "")])},
@@ -155,8 +212,11 @@ def main(argv=None):
     start = time.perf_counter()
     train = training_table(args.rounds)
     infer = inference_table(args.rounds)
-    memory = {kind: peak_memory(kind) for kind in ("dense", "dropconnect-example")}
+    kinds = ("dense", "dropconnect-example")
+    memory = {kind: peak_memory(kind) for kind in kinds}
+    memory_venv = {kind: peak_memory(kind, tensorflow_install=False) for kind in kinds}
     result = {"train_step_ms": train, "forward_ms": infer, "memory": memory,
+              "memory_this_venv": memory_venv,
               "seconds": time.perf_counter() - start}
     if args.json:
         print(json.dumps(result, indent=2))
@@ -178,16 +238,21 @@ def main(argv=None):
     for name, ms in infer.items():
         label = "gaussian (256 draws)" if name == "gaussian" else name
         print(f"| {label} | {ms:.2f} | {ms / infer['mean']:.2f}x |")
-    print("\n| training process (fresh, 4 steps) | peak RSS (MiB) | "
-          "over the Dense process |")
-    print("|---|---:|---:|")
+    print("\n| training process (fresh, 4 steps) | peak RSS (MiB), as a "
+          "kreg[tensorflow] install | over the Dense process | its anonymous "
+          "part | peak RSS (MiB), with this venv's packages |")
+    print("|---|---:|---:|---:|---:|")
     dense_peak = memory["dense"]["peak_mib"]
     for label, kind in (("Dense", "dense"),
                         ('DropConnectDense, mask="example"',
                          "dropconnect-example")):
-        peak = memory[kind]["peak_mib"]
-        print(f"| {label} | {peak:.0f} | {peak - dense_peak:+.0f} |")
-    print("(target: the mask=\"example\" process under 1024 MiB)")
+        peak, anon = memory[kind]["peak_mib"], memory[kind]["peak_anon_mib"]
+        anon = "n/a" if anon is None else f"{anon:.0f}"
+        print(f"| {label} | {peak:.0f} | {peak - dense_peak:+.0f} | {anon} | "
+              f"{memory_venv[kind]['peak_mib']:.0f} |")
+    print("(target: the mask=\"example\" process under 1024 MiB, as a "
+          "kreg[tensorflow] install: without JAX, PyTorch, scikit-learn or "
+          "matplotlib, which Keras imports when they are installed)")
     print(f"\n(benchmark run time {result['seconds']:.0f} s)")
     return result
 

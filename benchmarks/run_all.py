@@ -60,8 +60,15 @@ def _dropconnect_ratios(result):
             ratios[f"{key}_step_over_dense_dropout"] = ms / dropout
     ratios["gaussian_256_over_mean_inference"] = forward["gaussian"] / forward["mean"]
     memory = result.get("memory", {}).get("dropconnect-example")
-    if memory:  # not a ratio: the process's peak, against the 1 GiB target
+    if memory:  # not a ratio: the process's peak, against the 1 GiB target,
+        # as a kreg[tensorflow] install (no JAX, PyTorch, scikit-learn, ...)
         ratios["dropconnect_mask_example_peak_rss_gib"] = memory["peak_mib"] / 1024
+        if memory.get("peak_anon_mib"):
+            ratios["dropconnect_mask_example_peak_anon_rss_gib"] = (
+                memory["peak_anon_mib"] / 1024)
+    venv = result.get("memory_this_venv", {}).get("dropconnect-example")
+    if venv:  # the same process importing what the test venv has (no target)
+        ratios["dropconnect_mask_example_peak_rss_gib_test_venv"] = venv["peak_mib"] / 1024
     return ratios
 
 

@@ -441,7 +441,8 @@ def _dropped_words(words, values, divisor):
 def _tensorflow_dropped():
     import tensorflow as tf
 
-    fused = fused_on_tensorflow(_dropped_words)
+    # Always compiled: `dropped` comes here only inside a traced function.
+    fused = _tensorflow_program(_dropped_words)
 
     @tf.custom_gradient
     def dropped_words(words, values, divisor):
@@ -476,9 +477,16 @@ def fused_on_tensorflow(fn):
     program. On JAX the caller's `jit` already does this. Python arguments
     (floats, ints) are constants of the program (one program per value);
     tensor arguments are its inputs. Every new input shape compiles anew.
+    Like `dropped`, only inside a traced function (`fit`, `predict`, a
+    `tf.function`): eager TensorFlow runs `fn`'s ops one by one rather than
+    compiling a program for every new shape (compiling the per-example
+    DropConnect passes of a small layer took seconds per shape).
     """
     if keras.backend.backend() == "tensorflow":
-        return _tensorflow_program(fn)
+        import tensorflow as tf
+
+        if tf.inside_function():
+            return _tensorflow_program(fn)
     return fn
 
 

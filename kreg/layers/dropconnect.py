@@ -92,9 +92,10 @@ def _example_matmul(x3, kernel, seed, keep_prob, chunk):
     `chunk` examples at a time, so the float32 temporaries are a few
     `chunk x in x out` tensors; with one position per example (S = 1) the
     backward pass runs over chunks of input units instead (both gradients
-    are then batched matrix products of one masked tensor). On TensorFlow
-    the forward pass and the backward pass are one XLA program each
-    (`fused_on_tensorflow`), loops included.
+    are then batched matrix products of one masked tensor). On TensorFlow,
+    inside a traced function, the forward pass and the backward pass are one
+    XLA program each (`fused_on_tensorflow`), loops included; eagerly they
+    run op by op.
     """
     in_dim, out_dim = kernel.shape
     width = -(-out_dim // 32)  # mask words per kernel row
@@ -413,9 +414,11 @@ class DropConnectDense(_DropConnect, keras.layers.Dense):
         masked products are computed `example_chunk` examples (backward:
         as many input units) at a time, so the float temporaries are a few
         4 MiB tensors per loop iteration, not the whole batch's. On
-        TensorFlow the forward pass and the backward pass are one
-        XLA-compiled program each (the chunk loop, the unpacking of the
-        bits and the products); on JAX the model's `jit` compiles them.
+        TensorFlow, in `fit`, `predict` or any `tf.function`, the forward
+        pass and the backward pass are one XLA-compiled program each (the
+        chunk loop, the unpacking of the bits and the products; compiled
+        once per batch shape); eager calls run op by op. On JAX the
+        model's `jit` compiles them.
 
     Inference (`inference`, when `training` is falsy):
       * `"mean"`: deterministic, `activation(x @ W + b)`.

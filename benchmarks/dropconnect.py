@@ -178,9 +178,7 @@ before = peak_mib()
 time_steps(model, x, y, 4)
 stop.append(True)
 print("JSON:" + json.dumps({{"before_mib": before, "peak_mib": peak_mib(),
-                            "peak_anon_mib": anon[0] / 1024 or None,
-                            "imported": sorted(m for m in ("jax", "sklearn", "matplotlib")
-                                               if m in sys.modules)}}))
+                            "peak_anon_mib": anon[0] / 1024 or None}}))
 """
 
 

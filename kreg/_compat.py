@@ -116,3 +116,34 @@ def export_input_signature(model):
 def make_tf_tensor_spec(spec):
     """A `tf.TensorSpec` from a Keras `InputSpec`, shape or spec (TensorFlow)."""
     return _private("keras.src.export.export_utils", "make_tf_tensor_spec")(spec)
+
+
+def set_instance_method(obj, name, function):
+    """Make `obj.name` resolve to `function` (an instance attribute).
+
+    Keras looks `call` (and an RNN cell's mask methods) up on the instance,
+    so an instance attribute replaces the class's method for this object
+    only. Set with `object.__setattr__`: Keras's attribute tracking (and
+    torch's module registry) must not see it. Returns what the instance held
+    under `name` before (None: nothing, the class's method applied).
+    """
+    previous = obj.__dict__.get(name)
+    object.__setattr__(obj, name, function)
+    return previous
+
+
+def restore_instance_method(obj, name, previous):
+    """Undo `set_instance_method` (`previous`: what it returned)."""
+    if previous is None:
+        object.__delattr__(obj, name)
+    else:
+        object.__setattr__(obj, name, previous)
+
+
+def forces_training(node):
+    """True when a Functional node's layer was called with `training=True`."""
+    arguments = getattr(node, "arguments", None)
+    kwargs = getattr(arguments, "kwargs", None)
+    if kwargs is None:
+        raise _missing("Node.arguments.kwargs")
+    return kwargs.get("training") is True

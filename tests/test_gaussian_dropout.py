@@ -147,7 +147,9 @@ def test_convert_maps_gaussian_dropout_and_noise_only_when_asked():
     pred = kreg.MCPredictor(both, samples=20, seed=0).predict(x, verbose=0)
     assert pred.std.max() > 0
     layers = kreg.MCPredictor(both, samples=2).sampling_layers
-    assert {type(layer) for layer in layers} == {GaussianDropout, GaussianNoise}
+    # (and Keras's AlphaDropout, sampled in place: kreg.layers._keras_noise)
+    assert {type(layer) for layer in layers} == {GaussianDropout, GaussianNoise,
+                                                 keras.layers.AlphaDropout}
     with pytest.raises(TypeError, match=r"`gaussian_noise` of convert_dropout: "
                        r"expected a bool. Received: gaussian_noise=1"):
         kreg.convert_dropout(model, gaussian_noise=1)

@@ -163,7 +163,7 @@ def test_a_model_with_only_augmentation_layers_needs_augment_true():
         kreg.MCPredictor(model, samples=2)
     message = str(err.value)
     assert message.startswith("Invalid value for argument `model` of MCPredictor: "
-                              "expected a model with at least one kreg stochastic layer")
+                              "expected a model with at least one layer that samples")
     assert "augment=True" in message  # the hint
 
 

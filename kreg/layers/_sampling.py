@@ -7,13 +7,33 @@ inference mode. The scope is read when a function is traced, so it only
 affects functions traced inside it: `model.predict`'s cached function is
 never changed by it. Used by `kreg.MCPredictor` and `kreg.export`; the seed
 layout lives in `kreg.layers._seeds`. Backend-neutral.
+
+How layers kreg did not write sample (the one mechanism, for contributors):
+kreg's own layers read `current_sampling()` in their `call`. Every other
+layer that Monte Carlo samples (Keras's Dropout family, the dropout of
+Keras's recurrent cells and of MultiHeadAttention, wherever they sit, and
+with `augment=True` Keras's augmentation layers) is given `Patch`es: while
+`patched(patches)` is active on a thread, `obj.name(...)` runs
+`method(original, ...)` instead of `original(...)`, but only inside a
+sampling scope; anywhere else (`model.predict`, `fit`, another thread) the
+object behaves exactly as before. A patch is an instance attribute set while
+a Monte Carlo function is traced and removed afterwards: no variable, no
+layer attribute and no `SeedGenerator` of the model changes. The patches of
+a layer are made by `kreg.layers._keras_noise.sampler` (noise layers, RNNs)
+and `kreg.mc.augment.sampler` (augmentation); `kreg.mc.plan.SamplingPlan`
+collects them, and `sample_outputs` enters `patched` next to
+`sampling_scope`. To support a new kind of layer, write its patches there.
 """
 
 import contextlib
 import threading
+from typing import Any
+from typing import Callable
+from typing import NamedTuple
 
 from keras import ops
 
+from kreg import _compat
 from kreg.layers import _seeds
 
 
@@ -96,3 +116,85 @@ def per_sample_draw(ctx, seed, shape, draw):
     full = draw((ctx.total_samples,) + shape, seed)
     return ops.slice(full, (ctx.sample_offset,) + (0,) * len(shape),
                      (ctx.tiles,) + shape)
+
+
+class Patch(NamedTuple):
+    """`obj.name(...)` runs `method(original, ...)` inside a sampling scope.
+
+    Attributes:
+        obj: the object (a layer, an RNN cell).
+        name: the name of the method replaced (`"call"`, ...).
+        method: `method(original, *args, **kwargs)`, where `original` is the
+            object's own bound method; it reads `current_sampling()`.
+    """
+
+    obj: Any
+    name: str
+    method: Callable
+
+
+_LOCK = threading.Lock()
+_INSTALLED = {}  # (id(obj), name) -> [users, what the instance held before]
+_PATCHES = threading.local()
+
+
+def _active():
+    return getattr(_PATCHES, "active", {})
+
+
+def _dispatcher(key, original):
+    def dispatch(*args, **kwargs):
+        method = _active().get(key)
+        if method is None or current_sampling() is None:
+            return original(*args, **kwargs)
+        return method(original, *args, **kwargs)
+
+    return dispatch
+
+
+def _install(patch):
+    key = (id(patch.obj), patch.name)
+    with _LOCK:
+        entry = _INSTALLED.get(key)
+        if entry is not None:
+            entry[0] += 1
+            return
+        original = getattr(patch.obj, patch.name)
+        previous = _compat.set_instance_method(patch.obj, patch.name,
+                                               _dispatcher(key, original))
+        _INSTALLED[key] = [1, previous]
+
+
+def _uninstall(patch):
+    key = (id(patch.obj), patch.name)
+    with _LOCK:
+        entry = _INSTALLED[key]
+        entry[0] -= 1
+        if not entry[0]:
+            del _INSTALLED[key]
+            _compat.restore_instance_method(patch.obj, patch.name, entry[1])
+
+
+@contextlib.contextmanager
+def patched(patches):
+    """Activate `patches` (`Patch`es) on this thread while the block runs.
+
+    Enter it where a Monte Carlo function is traced, next to
+    `sampling_scope`. Nested and concurrent uses are safe: activation is per
+    thread, an installed dispatcher is shared and removed when its last user
+    exits.
+    """
+    patches = list(patches)
+    previous = _active()
+    installed = []
+    try:
+        for patch in patches:
+            _install(patch)
+            installed.append(patch)
+        _PATCHES.active = {**previous,
+                           **{(id(p.obj), p.name): p.method for p in patches}}
+        yield
+    finally:
+        _PATCHES.active = previous
+        for patch in installed:
+            _uninstall(patch)

@@ -10,14 +10,46 @@ feed a node depending on a sampling layer. Subclassed models are not split.
 import keras
 
 from kreg import _compat
+from kreg.layers import _keras_noise
 from kreg.layers.base import StochasticLayer
 
 
+def is_kreg_sampling(layer):
+    """True for a kreg stochastic layer that draws (rate > 0)."""
+    return isinstance(layer, StochasticLayer) and layer.is_stochastic
+
+
 def sampling_layers(model):
-    """The kreg stochastic layers (rate > 0) in `model`, in a stable order."""
+    """The layers (rate > 0) that Monte Carlo samples, in a stable order.
+
+    kreg's stochastic layers, and Keras's noise layers and recurrent layers
+    with dropout (`kreg.layers._keras_noise`), wherever they sit: in nested
+    models and inside other layers (`MultiHeadAttention`, custom layers,
+    keras-hub blocks).
+    """
     layers = _compat.flatten_layers(model)
     return [layer for layer in layers
-            if isinstance(layer, StochasticLayer) and layer.is_stochastic]
+            if is_kreg_sampling(layer) or _keras_noise.is_sampled(layer)]
+
+
+def unsampled_noise(model):
+    """Layers that draw noise of their own that Monte Carlo cannot sample.
+
+    A layer that is neither kreg's nor Keras's and holds a
+    `keras.random.SeedGenerator` itself draws random numbers of its own
+    (a custom noise layer); kreg cannot make it sample, so its noise would
+    silently stay off. (Layers that hold Keras's Dropout as a sublayer are
+    fine: the sublayer is sampled.)
+    """
+    found = []
+    for layer in _compat.flatten_layers(model):
+        module = type(layer).__module__
+        if module.startswith(("keras.", "kreg.")) or isinstance(layer, StochasticLayer):
+            continue
+        if any(isinstance(value, keras.random.SeedGenerator)
+               for value in vars(layer).values()):
+            found.append(layer)
+    return found
 
 
 def _contains_sampling(operation, extra):

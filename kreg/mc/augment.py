@@ -16,9 +16,8 @@ training=True)`) with seeds derived from the scope's `SamplingContext`
 (`ctx.seed_for(layer, salt)`), never from the layer's `SeedGenerator`: no
 variable of the model changes, and a seeded predictor is reproducible.
 Outside a sampling scope (`model.predict`, `model.fit`) the layers behave as
-Keras defines them. The switch is an instance attribute `call` set on the
-layer while the scope is active (read when a function is traced, like the
-sampling scope), restored afterwards.
+Keras defines them. The switch is kreg's one mechanism for layers it did not
+write (`kreg.layers._sampling.patched`, used for Keras's noise layers too).
 
 Draws per row or per sample:
 - independent mode: every row of the tiled batch (sample t, input n) gets its
@@ -37,14 +36,14 @@ random crop). Otherwise Keras's training path (a deterministic resize) is used.
 Backend-neutral: only `keras.ops` and the layers' own backend ops.
 """
 
-import contextlib
-import threading
-
 import keras
 from keras import ops
 
 from kreg import _compat
+from kreg.layers._keras_noise import Sampler
+from kreg.layers._sampling import Patch
 from kreg.layers._sampling import current_sampling
+from kreg.layers._sampling import patched
 
 #: The Keras layers `augment=True` samples.
 AUGMENTATION_LAYERS = (
@@ -241,60 +240,26 @@ def sample_layer(layer, images, ctx):
 
 
 # ----------------------------------------------------------------------------
-# The switch
+# The switch: kreg's one mechanism (`kreg.layers._sampling.patched`)
 # ----------------------------------------------------------------------------
-_LOCK = threading.Lock()
-_INSTALLED = {}  # id(layer) -> [users, the instance `call` it had, or None]
-_THREAD = threading.local()
+def sampler(layer):
+    """The `Sampler` (`kreg.layers._keras_noise`) of an augmentation layer."""
+    if not isinstance(layer, AUGMENTATION_LAYERS):
+        raise TypeError(f"kreg cannot sample layer {layer!r}; expected one "
+                        f"of {SUPPORTED_NAMES}")
+
+    def call(original, data, *args, **kwargs):
+        return sample_layer(layer, data, current_sampling())
+
+    return Sampler(layer, [Patch(layer, "call", call)], {layer: layer})
 
 
-def _active():
-    return getattr(_THREAD, "active", frozenset())
-
-
-def _sampling_call(layer, original):
-    def call(data, *args, **kwargs):
-        ctx = current_sampling()
-        if ctx is None or id(layer) not in _active():
-            return original(data, *args, **kwargs)
-        return sample_layer(layer, data, ctx)
-
-    return call
-
-
-def _install(layer):
-    with _LOCK:
-        entry = _INSTALLED.get(id(layer))
-        if entry is not None:
-            entry[0] += 1
-            return
-        previous = layer.__dict__.get("call")
-        _INSTALLED[id(layer)] = [1, previous]
-        # object.__setattr__: not tracked by Keras (nor registered by torch).
-        object.__setattr__(layer, "call", _sampling_call(layer, layer.call))
-
-
-def _uninstall(layer):
-    with _LOCK:
-        entry = _INSTALLED[id(layer)]
-        entry[0] -= 1
-        if entry[0]:
-            return
-        del _INSTALLED[id(layer)]
-        if entry[1] is None:
-            object.__delattr__(layer, "call")
-        else:
-            object.__setattr__(layer, "call", entry[1])
-
-
-@contextlib.contextmanager
 def augmenting(layers):
     """Make `layers` sample inside kreg's sampling scope while active.
 
     Enter it where the Monte Carlo function is traced (next to
     `sampling_scope`), so that every retrace sees it. Nested and concurrent
-    uses are safe: the switch is per thread, the installed `call` is shared
-    and removed when its last user exits.
+    uses are safe (`kreg.layers._sampling.patched`).
 
     Args:
         layers: an iterable of `AUGMENTATION_LAYERS` instances.
@@ -315,20 +280,4 @@ def augmenting(layers):
     >>> keras.ops.convert_to_numpy(out)[0, 0, :, 0].astype(int).tolist()
     [0, 1, 2, 3]
     """
-    layers = list(layers)
-    for layer in layers:
-        if not isinstance(layer, AUGMENTATION_LAYERS):
-            raise TypeError(f"kreg cannot sample layer {layer!r}; expected one "
-                            f"of {SUPPORTED_NAMES}")
-    previous = _active()
-    installed = []
-    try:
-        for layer in layers:
-            _install(layer)
-            installed.append(layer)
-        _THREAD.active = previous | {id(layer) for layer in layers}
-        yield
-    finally:
-        _THREAD.active = previous
-        for layer in installed:
-            _uninstall(layer)
+    return patched([patch for layer in layers for patch in sampler(layer).patches])

@@ -16,16 +16,19 @@ import keras
 import numpy as np
 from keras import ops
 
-from kreg import _compat
 from kreg import _validation as v
+from kreg.layers import _keras_noise
 from kreg.layers._sampling import SamplingContext
+from kreg.layers._sampling import patched
 from kreg.layers._sampling import sampling_scope
 from kreg.layers._seeds import encode_seed
 from kreg.layers._seeds import seed_dtype
 from kreg.mc import _heads
 from kreg.mc import augment as _augment
+from kreg.mc._graph import is_kreg_sampling
 from kreg.mc._graph import sampling_layers
 from kreg.mc._graph import split_model
+from kreg.mc._graph import unsampled_noise
 
 # model -> {sampling key: {name: value}}: compiled functions and the split of
 # every plan of the model with the same sampling layers and settings.
@@ -46,7 +49,8 @@ class SamplingPlan:
 
     Args:
         owner: str, the public name reported in errors ("MCPredictor", ...).
-        model: a built Keras model (or layer) with kreg stochastic layers.
+        model: a built Keras model (or layer) with layers that sample
+            (`kreg.mc._graph.sampling_layers`).
         task: `"auto"`, `"classification"`, `"regression"`, or one per output
             (see `kreg.MCPredictor`).
         from_logits: None, a bool, or one per output (see `kreg.MCPredictor`).
@@ -55,8 +59,9 @@ class SamplingPlan:
 
     Attributes:
         model: the model.
-        layers: the sampling layers, in a stable order (kreg's, then the
-            augmentation layers with `augment=True`).
+        layers: the sampling layers, in a stable order (kreg's and Keras's
+            noise and recurrent layers, then the augmentation layers with
+            `augment=True`).
         augment_layers: the Keras augmentation layers that sample ([] unless
             `augment=True`).
         layer_index: dict `id(layer) -> int`, each layer's random stream.
@@ -73,6 +78,9 @@ class SamplingPlan:
                                   "a built model (call it or build it first)", model)
         self.augment_layers = (_augment.augmentation_layers(model, owner)
                                if augment else [])
+        unsampled = unsampled_noise(model)
+        if unsampled:
+            raise cannot_sample(owner, model, unsampled)
         layers = sampling_layers(model) + self.augment_layers
         if not layers:
             raise no_sampling_layer(owner, model)
@@ -80,6 +88,18 @@ class SamplingPlan:
         self.model = model
         self.layers = layers
         self.layer_index = {id(layer): i for i, layer in enumerate(layers)}
+        samplers = [_keras_noise.sampler(layer) for layer in layers
+                    if not is_kreg_sampling(layer) and layer not in self.augment_layers]
+        samplers += [_augment.sampler(layer) for layer in self.augment_layers]
+        #: The `kreg.layers._sampling.Patch`es that make layers kreg did not
+        #: write sample (entered with the sampling scope, see `sample_outputs`).
+        self.patches = [patch for s in samplers for patch in s.patches]
+        for s in samplers:
+            for obj, owner_obj in s.streams.items():
+                if id(obj) not in self.layer_index:
+                    self.layer_index[id(obj)] = (self.layer_index[id(owner_obj)]
+                                                 if owner_obj is not obj
+                                                 else len(self.layer_index))
         key = tuple(_layer_key(layer) for layer in layers)
         self.cache = _CACHES.setdefault(model, {}).setdefault(key, {})
         if "split" not in self.cache:
@@ -138,36 +158,46 @@ class SamplingPlan:
         return sample_outputs(fn, inputs, seed, tiles, layer_index=self.layer_index,
                               joint=joint, sample_offset=sample_offset,
                               total_samples=total_samples, transform=transform,
-                              augment_layers=self.augment_layers)
+                              patches=self.patches)
 
 
 def no_sampling_layer(owner, model):
     """kreg's error for a model in which nothing samples."""
-    has_keras_dropout = any(
-        isinstance(layer, keras.layers.Dropout)
-        or type(layer).__name__.startswith("SpatialDropout")
-        for layer in _compat.flatten_layers(model, include_self=False))
-    hint = (" It uses keras.layers.Dropout: convert it with "
-            "kreg.convert_dropout(model)." if has_keras_dropout else "")
+    hint = ""
     if _augment.augmentation_layers(model, owner):
-        hint += (" It has random augmentation layers: pass augment=True to "
-                 "sample them (test-time augmentation).")
+        hint = (" It has random augmentation layers: pass augment=True to "
+                "sample them (test-time augmentation).")
     return ValueError(
         f"Invalid value for argument `model` of {owner}: expected a model with at "
-        "least one kreg stochastic layer (Dropout, DropConnect, GaussianDropout, "
-        "...) with rate > 0; every sample would be identical."
-        f"{hint} Received: model={model.name!r}")
+        "least one layer that samples with a rate above 0 (kreg's stochastic "
+        "layers; Keras's Dropout, SpatialDropout, GaussianDropout, GaussianNoise, "
+        "AlphaDropout; the dropout of MultiHeadAttention or of a recurrent "
+        f"layer); every sample would be identical.{hint} Received: "
+        f"model={model.name!r}")
+
+
+def cannot_sample(owner, model, layers):
+    """kreg's error for a model with noise of its own that kreg cannot draw."""
+    names = ", ".join(f"{type(layer).__name__} {layer.name!r}" for layer in layers)
+    return ValueError(
+        f"Invalid value for argument `model` of {owner}: expected a model whose "
+        "random layers kreg can sample; these layers hold a "
+        "keras.random.SeedGenerator of their own, so their noise would silently "
+        "stay off in every sample: " + names + ". Draw the noise with a "
+        "keras.layers.Dropout (or GaussianNoise, GaussianDropout) sublayer, "
+        "called with training=training, or with a kreg layer. Received: "
+        f"model={model.name!r}")
 
 
 def sample_outputs(fn, inputs, seed, tiles, *, layer_index, joint=False,
                    sample_offset=0, total_samples=None, transform=None,
-                   augment_layers=()):
+                   patches=()):
     """Run `fn` on `inputs` tiled `tiles` times with kreg's layers sampling.
 
     The building block of `MCPredictor` and of `kreg.export`'s Monte Carlo
     signatures: every (nested) input tensor is tiled sample-major along the
     batch axis, `fn(tiled, training=False)` runs inside a sampling scope (so
-    only kreg's stochastic layers draw masks, BatchNormalization and the rest
+    only the sampling layers draw noise, BatchNormalization and the rest
     stay in inference mode), and every output is reshaped to
     `(tiles, N, ...)`.
 
@@ -180,8 +210,8 @@ def sample_outputs(fn, inputs, seed, tiles, *, layer_index, joint=False,
         joint, sample_offset, total_samples: see `SamplingContext`.
         transform: None or a callable on the flat list of outputs (e.g.
             `SamplingPlan.to_probabilities`), applied per sample.
-        augment_layers: Keras random augmentation layers that sample too
-            (`kreg.mc.augment.augmenting`); none by default.
+        patches: the `kreg.layers._sampling.Patch`es of the layers kreg did
+            not write (`SamplingPlan.patches`); none by default.
 
     Returns:
         A list of tensors of shape `(tiles, N, ...)`, one per model output (in
@@ -193,7 +223,7 @@ def sample_outputs(fn, inputs, seed, tiles, *, layer_index, joint=False,
                           sample_offset=sample_offset,
                           total_samples=total_samples or tiles,
                           layer_index=layer_index)
-    with _augment.augmenting(augment_layers), sampling_scope(ctx):
+    with patched(patches), sampling_scope(ctx):
         out = keras.tree.flatten(fn(tiled, training=False))
     if transform is not None:
         out = transform(out)

@@ -196,7 +196,7 @@ def test_no_stochastic_layer_is_an_error():
                        r"with at least one layer that samples"):
         kreg.MCPredictor(plain)
     zero = keras.Sequential([keras.Input((3,)), kreg.layers.Dropout(0.0)])
-    with pytest.raises(ValueError, match=r"rate > 0"):
+    with pytest.raises(ValueError, match=r"rate above 0"):
         kreg.MCPredictor(zero)
     keras_zero = keras.Sequential([keras.Input((3,)), keras.layers.Dropout(0.0)])
     with pytest.raises(ValueError, match=r"rate above 0"):

@@ -27,8 +27,8 @@ collects them, and `sample_outputs` enters `patched` next to
 
 import contextlib
 import threading
+from collections.abc import Callable
 from typing import Any
-from typing import Callable
 from typing import NamedTuple
 
 from keras import ops

@@ -9,6 +9,8 @@ passed through softmax (sigmoid for one unit or a binary loss) before they
 are averaged.
 """
 
+import warnings
+
 import keras
 
 from kreg import _compat
@@ -16,6 +18,17 @@ from kreg import _validation as v
 from kreg.mc._inputs import symbolic
 
 TASKS = ("auto", "classification", "regression")
+
+
+def probability_tolerances(dtype=None):
+    """`(range, sum)`: how far probabilities in `dtype` may stray from [0, 1] and 1.
+
+    Rounding in the samples' dtype: 1e-6 and 1e-3 in float32 and float64
+    (and when unknown); a few units in the last place for a float16 or
+    bfloat16 softmax (their spacing near 1 is 2**-10 and 2**-7).
+    """
+    return {"float16": (2e-3, 1e-2), "bfloat16": (8e-3, 4e-2)}.get(
+        str(dtype), (1e-6, 1e-3))
 
 
 class Head:
@@ -28,13 +41,20 @@ class Head:
             are read; `"softmax"` for regression, unused).
         from_logits: bool. The model outputs logits; each sample goes through
             `activation` before averaging.
+        dtype: str, the output's dtype ("float32" when unknown).
     """
 
-    def __init__(self, name, task, activation, from_logits):
+    def __init__(self, name, task, activation, from_logits, dtype="float32"):
         self.name = name
         self.task = task
         self.activation = activation
         self.from_logits = from_logits
+        self.dtype = dtype or "float32"
+
+    @property
+    def tolerances(self):
+        """`probability_tolerances` of the output's dtype."""
+        return probability_tolerances(self.dtype)
 
     def __repr__(self):
         return (f"Head(name={self.name!r}, task={self.task!r}, "
@@ -138,15 +158,39 @@ def check_from_logits(owner):
     return check
 
 
-def resolve(owner, model, names, tasks, from_logits, layers, units):
+def _known_loss(loss):
+    """True for a loss that tells the task: a Keras loss (name, class, function)."""
+    if loss is None:
+        return False
+    if isinstance(loss, str):
+        try:
+            keras.losses.get(loss)
+        except (ValueError, TypeError):
+            return False
+        return True
+    target = loss if callable(loss) and not isinstance(loss, keras.losses.Loss) \
+        else type(loss)
+    return str(getattr(target, "__module__", "")).startswith("keras.")
+
+
+def resolve(owner, model, names, tasks, from_logits, layers, units, dtypes=None):
     """The `Head` of every output.
+
+    An output whose task is read, not given (`task="auto"`, `from_logits`
+    None), from a linear layer while the model's loss does not tell (the
+    model is not compiled, was loaded with `compile=False`, or has a custom
+    loss) is averaged as a regression, with one warning that says so and how
+    to override it: it may hold logits.
 
     Args:
         names: output names; tasks, from_logits: one setting per output (see
             `per_output`); layers: the layer producing each output (or None);
-        units: the size of each output's last axis (or None when unknown).
+        units: the size of each output's last axis (or None when unknown);
+        dtypes: the dtype of each output (None: unknown).
     """
     heads = []
+    guessed = []
+    dtypes = dtypes or [None] * len(names)
     for k, name in enumerate(names):
         act = activation_of(layers[k]) if layers[k] is not None else None
         loss = _loss_for(model, names, k)
@@ -172,7 +216,17 @@ def resolve(owner, model, names, tasks, from_logits, layers, units):
         task = tasks[k]
         if task == "auto":
             task = "classification" if act else "regression"
-        heads.append(Head(name, task, act or "softmax", bool(logits)))
+            if not act and from_logits[k] is None and not _known_loss(loss):
+                guessed.append(f"{name!r} ({units[k]} units)")
+        heads.append(Head(name, task, act or "softmax", bool(logits), dtypes[k]))
+    if guessed:
+        warnings.warn(
+            f"{owner}: output {', '.join(guessed)} ends in a linear layer and the "
+            "model's loss does not say what it holds (the model is not compiled, "
+            "was loaded with compile=False, or has a custom loss), so it is "
+            "averaged as a regression. If it holds logits, pass task="
+            "'classification', from_logits=True; pass task='regression' to "
+            "confirm (and silence this).", UserWarning, stacklevel=4)
     return heads
 
 
@@ -197,7 +251,8 @@ def model_heads(owner, model, task, from_logits):
     logits = per_output(owner, "from_logits", from_logits, names, check_from_logits(owner))
     layers = [_producer(t) for t in flat]
     units = [t.shape[-1] if len(t.shape) > 1 else 1 for t in flat]
-    return resolve(owner, model, names, tasks, logits, layers, units), structure
+    dtypes = [str(t.dtype) for t in flat]
+    return resolve(owner, model, names, tasks, logits, layers, units, dtypes), structure
 
 
 def output_names(structure, count):
@@ -221,4 +276,5 @@ def late_heads(owner, model, task, from_logits, outputs, structure=None):
     logits = per_output(owner, "from_logits", from_logits, names, check_from_logits(owner))
     layers = [_last_layer(model)] if len(outputs) == 1 else [None] * len(outputs)
     units = [t.shape[-1] if len(t.shape) > 1 else 1 for t in outputs]
-    return resolve(owner, model, names, tasks, logits, layers, units)
+    dtypes = [keras.backend.standardize_dtype(t.dtype) for t in outputs]
+    return resolve(owner, model, names, tasks, logits, layers, units, dtypes)

@@ -4,6 +4,7 @@ import numpy as np
 
 from kreg import _validation as v
 from kreg import calibration
+from kreg.mc._heads import probability_tolerances
 from kreg.mc._inputs import Shown as _Shown
 from kreg.mc._inputs import check_indices
 from kreg.mc._inputs import numeric_array
@@ -117,7 +118,7 @@ class MCPrediction:
     @classmethod
     def from_statistics(cls, statistics, task="regression", *, num_samples,
                         activation="softmax", joint=False, samples=None,
-                        temperature=None):
+                        temperature=None, dtype=None):
         """An `MCPrediction` from statistics already computed (on a device).
 
         `kreg.MCPredictor` reduces the samples where it draws them
@@ -139,6 +140,9 @@ class MCPrediction:
             task, activation, joint, temperature: as in the constructor.
             num_samples: int >= 1. T.
             samples: None (default) or the (T, N, ...) samples to keep.
+            dtype: None (default) or the dtype the samples were drawn in; a
+                float16 or bfloat16 softmax may stray further from summing
+                to 1 (`kreg.mc._heads.probability_tolerances`).
 
         Returns:
             An `MCPrediction`.
@@ -164,7 +168,7 @@ class MCPrediction:
         mean = stats["mean"]
         shape = (self.num_samples,) + mean.shape
         check_values(mean.ndim >= 1 and mean.shape[0] >= 1, stats, shape,
-                     self.task, self.activation)
+                     self.task, self.activation, dtype=dtype)
         self._set_temperature(temperature, shape)
         self.mean = mean.astype("float64")
         self.variance = stats["variance"].astype("float64")
@@ -278,11 +282,11 @@ def _check_samples(samples, task, activation):
             and arr.shape[-1] > 1 and arr.size):
         stats["sum_error"] = np.max(np.abs(arr.sum(axis=-1) - 1.0))
     check_values(arr.ndim >= 2 and arr.shape[0] > 0 and arr.shape[1] > 0, stats,
-                 arr.shape, task, activation)
+                 arr.shape, task, activation, dtype=arr.dtype)
     return arr
 
 
-def check_values(shaped, stats, shape, task, activation):
+def check_values(shaped, stats, shape, task, activation, dtype=None):
     """kreg's errors for bad samples, from their summary (see `from_statistics`).
 
     Args:
@@ -293,6 +297,7 @@ def check_values(shaped, stats, shape, task, activation):
             of a softmax row along the last axis; 0 when not computed).
         shape: the samples' shape, for the message.
         task, activation: how the samples are read.
+        dtype: the samples' dtype (None: float32 tolerances).
     """
     owner, expected = "MCPrediction", "a numeric array of shape (T, N, ...)"
     shown = _Shown(f"<array of shape {tuple(shape)}>")
@@ -303,9 +308,10 @@ def check_values(shaped, stats, shape, task, activation):
     if float(stats["nan"]) > 0 or not (np.isfinite(lo) and np.isfinite(hi)):
         raise v.invalid_value(owner, "samples", "finite values (no NaN or inf)", shown)
     if task == "classification":
-        bad = lo < -1e-6 or hi > 1 + 1e-6
+        range_tol, sum_tol = probability_tolerances(dtype)
+        bad = lo < -range_tol or hi > 1 + range_tol
         if not bad and activation == "softmax":
-            bad = float(stats["sum_error"]) > 1e-3
+            bad = float(stats["sum_error"]) > sum_tol
         if bad:
             raise v.invalid_value(
                 owner, "samples", f"{activation} probabilities for "

@@ -1,6 +1,7 @@
 """Test-time Monte Carlo averaging over kreg's stochastic layers."""
 
 import collections
+import warnings
 
 import keras
 import numpy as np
@@ -14,6 +15,7 @@ from kreg.mc import _heads
 from kreg.mc import _inputs
 from kreg.mc import _stats
 from kreg.mc import metrics
+from kreg.mc._graph import forced_training_layers
 from kreg.mc.plan import SamplingPlan
 from kreg.mc.prediction import MCPrediction
 from kreg.mc.prediction import check_temperature
@@ -40,6 +42,16 @@ def _pad(a, rows):
     if len(a) == rows:
         return a
     return np.concatenate([a, np.repeat(a[-1:], rows - len(a), axis=0)])
+
+
+def training_true_message(owner, layers):
+    """The warning for sampling layers called with `training=True` in the graph."""
+    names = ", ".join(f"{type(layer).__name__} {layer.name!r}" for layer in layers)
+    return (f"{owner}: {names} is called with training=True in the model's graph. "
+            "Keras 3's model.predict runs it in inference mode all the same, so a "
+            "hand-written loop over predict returns identical passes (model(x) "
+            "does sample). kreg samples it like any other noise layer; the "
+            "training=True is not needed.")
 
 
 class MCPredictor:
@@ -230,6 +242,10 @@ class MCPredictor:
         if self.heads is not None:
             self._resolve_temperatures()
         self._rng = np.random.default_rng(seed)
+        self._warned_identical = False
+        forced = forced_training_layers(model)
+        if forced:
+            warnings.warn(training_true_message(owner, forced), UserWarning, stacklevel=2)
 
     # -- per-model sampling facts (the plan's) ---------------------------------
     @property
@@ -498,7 +514,26 @@ class MCPredictor:
                if deterministic else None)
         for head, st in zip(self.heads, stats):
             self._check_probabilities(owner, head, st)
+        self._check_identical(stats)
         return stats, samples, det, ys_all
+
+    def _check_identical(self, stats):
+        """The safety net: warn once when every sample of every output is the same."""
+        if self.samples < 2 or self._warned_identical:
+            return
+        if any(np.size(st["variance"]) == 0 or np.max(st["variance"]) > 0
+               for st in stats):
+            return
+        self._warned_identical = True
+        warnings.warn(
+            f"MCPredictor: all {self.samples} samples are identical for every "
+            "output, so the uncertainty is 0. The likely cause is noise that "
+            "kreg cannot see: a subclassed model whose call runs its dropout only "
+            "under `if training:` (call it unconditionally, "
+            "`self.drop(h, training=training)`, and kreg samples it), or noise "
+            "drawn without a layer (keras.random in a call). Sampling layers "
+            f"found: {', '.join(layer.name for layer in self.plan.layers)}.",
+            UserWarning, stacklevel=3)
 
     def _first_call(self, xs):
         """A subclassed model's outputs (structure, heads), from one row, eagerly."""
@@ -518,9 +553,10 @@ class MCPredictor:
         if head.task != "classification" or head.from_logits or float(stats["nan"]) > 0:
             return
         lo, hi = float(stats["low"]), float(stats["high"])
-        bad = lo < -1e-6 or hi > 1 + 1e-6
+        range_tol, sum_tol = head.tolerances
+        bad = lo < -range_tol or hi > 1 + range_tol
         if not bad and head.activation == "softmax":
-            bad = float(stats["sum_error"]) > 1e-3
+            bad = float(stats["sum_error"]) > sum_tol
         if bad:
             raise v.invalid_value(
                 owner, "from_logits",
@@ -557,7 +593,8 @@ class MCPredictor:
                                          keep=lambda head: return_samples)
         preds = [MCPrediction.from_statistics(
                      st, head.task, activation=head.activation, joint=self.joint,
-                     num_samples=self.samples, samples=s, temperature=temp)
+                     num_samples=self.samples, samples=s, temperature=temp,
+                     dtype=head.dtype)
                  for st, s, head, temp in zip(stats, samples, self.heads,
                                               self._temperatures)]
         return self._pack(preds)

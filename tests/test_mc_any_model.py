@@ -376,3 +376,36 @@ def test_keras_hub_backbone_built_from_a_config_is_sampled():
     after = _snapshot(model)
     for key in before:
         np.testing.assert_array_equal(before[key], after[key], err_msg=key)
+
+
+# -- export --------------------------------------------------------------------------
+_SERVE = """
+import sys
+sys.modules["kreg"] = None   # served without kreg or Keras
+sys.modules["keras"] = None
+import numpy as np
+import tensorflow as tf
+served = tf.saved_model.load(sys.argv[1] + "/m")
+x = np.load(sys.argv[1] + "/x.npy")
+out = served.signatures["serve_mc_seeded"](seq=x, seed=tf.constant(7, tf.int64))
+np.savez(sys.argv[1] + "/out.npz", **{k: v.numpy() for k, v in out.items()})
+"""
+
+
+@pytest.mark.tf_only(reason="SavedModel export is TensorFlow-only")
+def test_lstm_and_attention_model_exports_with_its_dropout_sampled(tmp_path, fresh_python):
+    keras.utils.set_random_seed(0)
+    seq = keras.Input((5, 3), name="seq")
+    h = keras.layers.LSTM(6, dropout=0.3, recurrent_dropout=0.3, return_sequences=True)(seq)
+    h = keras.layers.MultiHeadAttention(2, 3, dropout=0.2)(h, h)
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling1D()(h))
+    model = keras.Model(seq, out)
+    x = np.random.default_rng(0).normal(size=(4, 5, 3)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    kreg.export(model, tmp_path / "m", mc_samples=12)
+    fresh_python(_SERVE.replace("sys.argv[1]", repr(str(tmp_path))))
+    served = dict(np.load(tmp_path / "out.npz"))
+    pred = kreg.MCPredictor(model, 12, seed=7).predict(x, batch_size=4, verbose=0)
+    assert pred.std.max() > 0
+    np.testing.assert_allclose(served["mean"], pred.mean, rtol=0, atol=2e-6)
+    np.testing.assert_allclose(served["std"], pred.std, rtol=0, atol=2e-6)

@@ -423,7 +423,9 @@ def tempered_uncertainty_ops(samples, temperature, *, activation="softmax"):
     Args:
         samples: tensor (S, N, C) (softmax) or (S, N, K) (sigmoid) of
             probabilities.
-        temperature: float > 0 (a Python number; it becomes a constant).
+        temperature: float > 0 (a Python number; it becomes a constant), or
+            a scalar tensor (a value of the graph, not checked: one traced
+            function serves every temperature).
         activation: `"softmax"` (default) or `"sigmoid"`.
 
     Returns:
@@ -441,8 +443,11 @@ def tempered_uncertainty_ops(samples, temperature, *, activation="softmax"):
     """
     owner = "tempered_uncertainty_ops"
     activation = _check_activation(owner, activation)
-    inv_t = 1.0 / _check_temperature(owner, temperature)
     s = keras.ops.convert_to_tensor(samples)
+    if keras.ops.is_tensor(temperature):
+        inv_t = 1.0 / keras.ops.cast(temperature, s.dtype)
+    else:
+        inv_t = 1.0 / _check_temperature(owner, temperature)
     if len(s.shape) != 3:
         raise v.invalid_value(owner, "samples",
                               "a tensor of shape (S, N, C) or (S, N, K)", tuple(s.shape))

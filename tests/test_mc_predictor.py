@@ -431,6 +431,29 @@ def test_input_sizes_reuse_a_few_compiled_functions(monkeypatch, caplog):
     assert "retracing" not in caplog.text
 
 
+def test_temperatures_are_inputs_of_one_compiled_function(caplog):
+    # Predictors of one model with other temperatures share their compiled
+    # passes (the temperature is an input, not part of the trace), and a
+    # call with another number of rows is not a retrace on TensorFlow.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4),
+                              kreg.layers.Dropout(0.5),
+                              keras.layers.Dense(3, activation="softmax")])
+    x = np.random.default_rng(0).normal(size=(300, 3)).astype("float32")
+    means = {}
+    for temp in (None, 0.5, 2.0, 3.0):
+        p = kreg.MCPredictor(model, samples=6, seed=0, temperature=temp)
+        means[temp] = p.predict(x, verbose=0).mean
+        p.evaluate(x, np.zeros(300, "int64"), verbose=0)
+    samplers = {k for k in p._cache if k[0] == "sampler"}
+    assert len(samplers) == 4  # (untempered, tempered) x (predict, evaluate)
+    raw = kreg.MCPredictor(model, samples=6, seed=0).predict(x, verbose=0)
+    for temp in (0.5, 2.0, 3.0):
+        np.testing.assert_allclose(
+            means[temp], kreg.calibration.apply_temperature(raw.mean, temp), atol=1e-5)
+    assert "retracing" not in caplog.text
+
+
 def test_seeds_differing_by_2_to_the_24_give_different_samples(bn_model):
     def run(seed):
         return kreg.MCPredictor(bn_model, samples=3, seed=seed).predict(

@@ -255,3 +255,62 @@ def _stream(owner, model, data, rows, want_y):
     if seen == 0:
         raise v.invalid_value(owner, "x", "at least one batch with at least one row",
                               Shown(f"an empty {type(data).__name__}"))
+
+
+# ----------------------------------------------------------------------------
+# Targets (MCPredictor.evaluate)
+# ----------------------------------------------------------------------------
+def targets(owner, y, names):
+    """y as a flat list with one target array per output."""
+    expected = ("the targets" if len(names) == 1 else
+                f"targets for every output {names}: a list or a dict keyed by name")
+    if isinstance(y, dict):
+        if sorted(y) != sorted(names):
+            raise v.invalid_value(owner, "y", expected, describe(y))
+        return [y[n] for n in names]
+    if len(names) > 1:
+        if not isinstance(y, (list, tuple)) or len(y) != len(names):
+            raise v.invalid_value(owner, "y", expected, describe(y))
+        return list(y)
+    if isinstance(y, tuple) and len(y) == 1:
+        return [y[0]]
+    return [y]
+
+
+def check_target(owner, name, y, head, out_shape):
+    """Validate one output's targets; return them as a NumPy array."""
+    n = out_shape[0]
+    arr = numeric_array(owner, name, y, "an array of numeric targets")
+    if arr.ndim == 0 or len(arr) != n:
+        raise v.invalid_value(owner, name, f"{n} targets, one per input row",
+                              describe(arr))
+    if not np.all(np.isfinite(arr)):
+        raise v.invalid_value(owner, name, "finite targets (no NaN or inf)",
+                              describe(arr))
+    per_row = int(np.prod(out_shape[1:], dtype=np.int64))
+    if head.task == "regression":
+        if arr[0].size != per_row:
+            raise v.invalid_value(owner, name, f"targets of shape {(n,) + out_shape[1:]}",
+                                  describe(arr))
+        return arr
+    classes = out_shape[-1] if len(out_shape) > 1 else 1
+    if head.activation == "sigmoid":
+        if arr[0].size != per_row or arr.min() < 0 or arr.max() > 1:
+            raise v.invalid_value(
+                owner, name, f"0/1 targets (or probabilities in [0, 1]) of shape "
+                f"{(n,) + out_shape[1:]}", describe(arr))
+        return arr
+    if arr.ndim == 2 and arr.shape[1] == classes and classes > 1:
+        if arr.min() < 0 or arr.max() > 1 or np.max(np.abs(arr.sum(axis=1) - 1)) > 1e-3:
+            raise v.invalid_value(owner, name, "one-hot (or probability) rows that "
+                                  "sum to 1", describe(arr))
+        return arr
+    if arr[0].size != 1:
+        raise v.invalid_value(owner, name, f"integer labels (N,) or one-hot (N, {classes})",
+                              describe(arr))
+    labels = arr.reshape(-1)
+    if np.any(labels != np.round(labels)) or labels.min() < 0 or labels.max() >= classes:
+        raise v.invalid_value(owner, name, f"integer labels in [0, {classes - 1}] "
+                              f"({classes} classes)",
+                              describe(np.unique(labels)[:10]))
+    return labels.astype("int64")

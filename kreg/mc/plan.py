@@ -29,6 +29,13 @@ from kreg.mc._graph import is_kreg_sampling
 from kreg.mc._graph import sampling_layers
 from kreg.mc._graph import split_model
 from kreg.mc._graph import unsampled_noise
+from kreg.mc.prediction import check_temperature
+
+# Default `max_batch` (rows of one forward pass, inputs x samples) of
+# `MCPredictor` and `kreg.export`. Measured on the 2-core CPU (see the
+# MCPredictor docstring): it bounds a pass's memory and is far above the
+# passes of the speed benchmark (T=50 x 256 rows).
+DEFAULT_MAX_BATCH = 1 << 14
 
 # model -> {sampling key: {name: value}}: compiled functions and the split of
 # every plan of the model with the same sampling layers and settings.
@@ -228,3 +235,30 @@ def sample_outputs(fn, inputs, seed, tiles, *, layer_index, joint=False,
     if transform is not None:
         out = transform(out)
     return [ops.reshape(o, (tiles, -1) + tuple(o.shape[1:])) for o in out]
+
+
+def resolve_temperatures(owner, heads, temperature):
+    """One temperature (or None) per head; an error for a regression head.
+
+    `temperature` is None, a float > 0 (every output) or a list/dict with one
+    per output (see `MCPredictor`); also used by `kreg.export`.
+    """
+    names = [h.name for h in heads]
+    temps = _heads.per_output(owner, "temperature", temperature, names,
+                              check_temperature_value(owner))
+    for head, t in zip(heads, temps):
+        check_temperature(owner, t, head.task, head.name if len(heads) > 1 else None)
+    return temps
+
+
+def check_temperature_value(owner):
+    """None or a float > 0 (one output's temperature), in kreg's wording."""
+    def check(value):
+        if value is None:
+            return None
+        if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(
+                value, bool):
+            raise v.invalid_type(owner, "temperature", "a float > 0 or None (or a "
+                                 "list/dict of them, one per output)", value)
+        return v.check_float(owner, "temperature", value, low=0.0, low_open=True)
+    return check

@@ -409,3 +409,16 @@ def test_lstm_and_attention_model_exports_with_its_dropout_sampled(tmp_path, fre
     assert pred.std.max() > 0
     np.testing.assert_allclose(served["mean"], pred.mean, rtol=0, atol=2e-6)
     np.testing.assert_allclose(served["std"], pred.std, rtol=0, atol=2e-6)
+
+
+def test_a_dropout_subclass_forcing_training_is_sampled_as_dropout():
+    # The common MC dropout recipe: predict samples with the layer's own
+    # generator; kreg samples it as the Dropout it is, with its own seeds.
+    class MCDropout(keras.layers.Dropout):
+        def call(self, inputs, training=None):
+            return super().call(inputs, training=True)
+
+    model, x = _single(MCDropout(0.5), (40,))
+    s = _samples(model, x, samples=50)
+    assert set(np.unique(s)) == {0.0, 2.0}
+    _kept_fraction_ok((s > 0).mean(), s.size, 0.5)

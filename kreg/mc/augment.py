@@ -68,12 +68,13 @@ def _is_random_preprocessing(layer):
                            keras.random.SeedGenerator))
 
 
-def augmentation_layers(model, owner="MCPredictor"):
+def augmentation_layers(model, owner="MCPredictor", layers=None):
     """The random augmentation layers of `model` that `augment=True` samples.
 
     Args:
         model: a Keras model or layer.
         owner: str, the public class named in the error message.
+        layers: None, or the model's flattened layers when at hand.
 
     Returns:
         A list of layers (instances of `AUGMENTATION_LAYERS`), in the stable
@@ -84,7 +85,7 @@ def augmentation_layers(model, owner="MCPredictor"):
             (`RandomShear`, `MixUp`, ...), which kreg does not sample: with
             `augment=True` it would silently stay the identity.
     """
-    layers = _compat.flatten_layers(model)
+    layers = _compat.flatten_layers(model) if layers is None else layers
     found = [layer for layer in layers if isinstance(layer, AUGMENTATION_LAYERS)]
     others = [layer for layer in layers
               if not isinstance(layer, AUGMENTATION_LAYERS)

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kreg import _compat
 from kreg import _validation as v
 from kreg.layers import _keras_noise
 from kreg.layers._sampling import SamplingContext
@@ -83,12 +84,13 @@ class SamplingPlan:
         if not model.built:
             raise v.invalid_value(owner, "model",
                                   "a built model (call it or build it first)", model)
-        self.augment_layers = (_augment.augmentation_layers(model, owner)
+        flat = _compat.flatten_layers(model)  # the one walk of the model's layers
+        self.augment_layers = (_augment.augmentation_layers(model, owner, flat)
                                if augment else [])
-        unsampled = unsampled_noise(model)
+        unsampled = unsampled_noise(model, flat)
         if unsampled:
             raise cannot_sample(owner, model, unsampled)
-        layers = sampling_layers(model) + self.augment_layers
+        layers = sampling_layers(model, flat) + self.augment_layers
         if not layers:
             raise no_sampling_layer(owner, model)
         self.owner = owner
@@ -110,7 +112,7 @@ class SamplingPlan:
         key = tuple(_layer_key(layer) for layer in layers)
         self.cache = _CACHES.setdefault(model, {}).setdefault(key, {})
         if "split" not in self.cache:
-            self.cache["split"] = split_model(model, self.augment_layers)
+            self.cache["split"] = split_model(model, layers)
         self.split = self.cache["split"]
         self.task = task
         self.from_logits = from_logits

@@ -1,11 +1,33 @@
-"""Swap Keras's dropout layers for kreg's, keeping every weight."""
+"""Swap Keras's dropout layers for kreg's, keeping the model exactly.
+
+`convert_dropout` clones the model with kreg's noise layers in place of
+Keras's, then gives every other cloned layer its original's whole state the
+way a `.keras` file carries it (variables through `save_own_variables` /
+`load_own_variables`, vocabularies and other assets through `save_assets` /
+`load_assets`, with each layer's own hooks such as
+`Normalization.finalize_state`), and checks the result: the converted model's
+deterministic outputs equal the original's bit for bit on a probe batch, or
+it refuses, naming the layer whose state did not carry.
+"""
+
+import numbers
+import warnings
 
 import keras
+import numpy as np
 
+from kreg import _compat
 from kreg import _validation as v
+from kreg._validation import Shown
+from kreg.layers.base import StochasticLayer
 from kreg.layers.dropout import Dropout
 from kreg.layers.gaussian_dropout import GaussianDropout
 from kreg.layers.gaussian_dropout import GaussianNoise
+from kreg.mc import _inputs
+
+# Keras's layers that draw noise in training (SpatialDropout* subclass Dropout).
+_KERAS_NOISE = (keras.layers.Dropout, keras.layers.GaussianDropout,
+                keras.layers.GaussianNoise, keras.layers.AlphaDropout)
 
 
 def _spatial_noise_shape(layer):
@@ -34,6 +56,231 @@ def _replacement(layer, gaussian_noise):
     return None
 
 
+def _is_noise(layer):
+    """True when `layer` is, or holds, a layer that draws noise in training:
+    kreg's stochastic layers, Keras's noise layers and layers with a
+    `dropout` / `recurrent_dropout` rate (recurrent layers, attention)."""
+    for sub in _compat.flatten_layers(layer):
+        if isinstance(sub, StochasticLayer):
+            if sub.is_stochastic:
+                return True
+        elif isinstance(sub, _KERAS_NOISE):
+            if _positive(getattr(sub, "rate", None)) or _positive(getattr(sub, "stddev", None)):
+                return True
+        elif _positive(getattr(sub, "dropout", None)) or _positive(
+                getattr(sub, "recurrent_dropout", None)):
+            return True
+    return False
+
+
+def _positive(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0
+
+
+def _graphs(model):
+    """Every plain Functional graph in `model` (itself and nested models)."""
+    functional = _compat.functional_class()
+    return [layer for layer in _compat.flatten_layers(model)
+            if isinstance(layer, functional) and not isinstance(layer, keras.Sequential)]
+
+
+def forced_training_layers(model):
+    """The noise layers a Functional graph calls with `training=True`.
+
+    A graph built with `keras.layers.Dropout(0.5)(x, training=True)` records
+    the flag on the call, but Keras 3 hands the model's own `training` value
+    over it: `model.predict`, `model.evaluate` and `model(x, training=False)`
+    run the layer in inference mode, and only `model(x)` (no `training`)
+    samples it. A hand-written Monte Carlo loop over `predict` then returns
+    identical passes. `kreg.convert_dropout` warns about these layers.
+
+    Args:
+        model: a Keras model (Sequential and subclassed models have no such
+            calls of their own; Functional models nested in them are read).
+
+    Returns:
+        The layers (kreg's stochastic layers, Keras's noise layers, and
+        layers holding them or with a `dropout`/`recurrent_dropout` rate, such
+        as LSTM or MultiHeadAttention) called with `training=True`, each once,
+        in graph order.
+
+    Example:
+
+    >>> import keras, kreg
+    >>> x = keras.Input((4,))
+    >>> h = keras.layers.Dropout(0.5, name="always")(keras.layers.Dense(8)(x),
+    ...                                               training=True)
+    >>> model = keras.Model(x, keras.layers.Dense(1)(h))
+    >>> [layer.name for layer in kreg.mc.convert.forced_training_layers(model)]
+    ['always']
+    """
+    found, seen = [], set()
+    for graph in _graphs(model):
+        nodes = _compat.nodes_by_depth(graph)
+        for depth in sorted(nodes, reverse=True):
+            for node in nodes[depth]:
+                layer = node.operation
+                flag = _compat.node_call_kwargs(node).get("training")
+                if (isinstance(flag, (bool, np.bool_)) and flag
+                        and id(layer) not in seen and isinstance(layer, keras.layers.Layer)
+                        and _is_noise(layer)):
+                    seen.add(id(layer))
+                    found.append(layer)
+    return found
+
+
+def forced_training_message(layers):
+    """The one-line warning about `forced_training_layers(model)`."""
+    names = ", ".join(f"{layer.name!r} ({type(layer).__name__})" for layer in layers)
+    return (
+        f"The model calls {names} with training=True in its graph. Keras 3's "
+        "predict, evaluate and model(x, training=False) ignore that flag and run "
+        "these layers in inference mode (only model(x) samples them), so a "
+        "hand-written Monte Carlo loop over model.predict would return identical "
+        "passes; kreg.MCPredictor samples them.")
+
+
+def _describe_model(model):
+    return Shown(f"<{type(model).__name__} name={model.name!r}>")
+
+
+def _refusal(model, layer, why):
+    return v.invalid_value(
+        "convert_dropout", "model",
+        "a model whose every layer's state can be copied (variables, assets "
+        "and config, as a .keras file carries them); the state of layer "
+        f"{layer.name!r} ({type(layer).__name__}) is not: {why}. The converted "
+        "model would predict differently, so kreg refuses; pass the model itself "
+        "to kreg.MCPredictor, which samples Keras's noise layers in place",
+        _describe_model(model))
+
+
+def _rebuilt(layer):
+    """True when `clone_model(recursive=True)` rebuilt `layer` layer by layer."""
+    return isinstance(layer, (keras.Sequential, _compat.functional_class()))
+
+
+def _one_line(error):
+    return " ".join(f"{type(error).__name__}: {error}".split())[:300]
+
+
+def _carry(model, original, copy, replaced):
+    """Give every cloned layer of `copy` its original's whole state."""
+    if _rebuilt(original):
+        if len(original.layers) != len(copy.layers):  # pragma: no cover - Keras's clone
+            raise _refusal(model, original, "its copy has other layers")
+        for old, new in zip(original.layers, copy.layers):
+            _carry(model, old, new, replaced)
+        return
+    if id(copy) in replaced or isinstance(original, keras.layers.InputLayer):
+        return
+    try:
+        _compat.copy_layer_state(original, copy)
+    except _compat.KerasCompatError:
+        raise
+    except Exception as error:  # any layer's own save/load hook may fail
+        raise _refusal(model, original, f"copying it failed ({_one_line(error)})") from error
+    old_weights, new_weights = original.get_weights(), copy.get_weights()
+    if len(old_weights) != len(new_weights) or not all(
+            _same(a, b) for a, b in zip(old_weights, new_weights)):
+        raise _refusal(model, original, "its copy's weights differ after loading")
+    if callable(getattr(original, "get_vocabulary", None)):
+        if list(original.get_vocabulary()) != list(copy.get_vocabulary()):
+            raise _refusal(model, original, "its vocabulary does not survive a "
+                           "save and load (a token with a line break?)")
+
+
+def _same(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+
+
+def _probe(model):
+    """A small fixed batch of the model's declared inputs, or None."""
+    known = _inputs.symbolic(model, "inputs")
+    if known is None:  # pragma: no cover - convert_dropout takes built models
+        return None
+    rng = np.random.default_rng(0)
+    flat = []
+    for tensor in known[0]:
+        shape = tuple(2 if i == 0 else 3 if d is None else d
+                      for i, d in enumerate(tensor.shape))
+        dtype = keras.backend.standardize_dtype(tensor.dtype)
+        if dtype == "string":
+            import tensorflow as tf  # string inputs exist on TensorFlow only
+
+            flat.append(tf.constant(np.full(shape, "kreg", dtype=object)))
+        elif keras.backend.is_float_dtype(dtype):
+            flat.append(rng.standard_normal(shape).astype(dtype))
+        else:
+            flat.append(np.zeros(shape, dtype=dtype))
+    return keras.tree.pack_sequence_as(known[1], flat)
+
+
+def _outputs(model, x):
+    return [keras.ops.convert_to_numpy(t)
+            for t in keras.tree.flatten(model(x, training=False))]
+
+
+def _check_same(model, converted):
+    """Refuse when `converted` predicts otherwise than `model` on a probe.
+
+    The probe is a fixed batch of the declared inputs. A model that is not
+    deterministic at inference, or that cannot run on the probe, is not
+    checked this way (its state was still copied in full).
+    """
+    try:
+        probe = _probe(model)
+        first, second = _outputs(model, probe), _outputs(model, probe)
+    except Exception:  # inputs kreg cannot invent; not checked
+        return
+    if probe is None or not all(_same(a, b) for a, b in zip(first, second)):
+        return
+    try:
+        got = _outputs(converted, probe)
+    except Exception as error:
+        raise _refusal(model, model, f"its copy fails where it runs ({_one_line(error)})") \
+            from error
+    if all(_same(a, b) for a, b in zip(first, got)):
+        return
+    raise _refusal(model, _first_differing(model, converted, probe) or model,
+                   "its copy computes other outputs from the same inputs")
+
+
+def _node_outputs(model):
+    """`[(layer, output tensors)]` of a model's calls, in graph order."""
+    view = model if not isinstance(model, keras.Sequential) else keras.Model(
+        model.inputs, model.outputs)
+    nodes = _compat.nodes_by_depth(view)
+    calls = []
+    for depth in sorted(nodes, reverse=True):
+        for node in nodes[depth]:
+            if not isinstance(node.operation, keras.layers.InputLayer):
+                calls.append((node.operation, list(node.outputs)))
+    return view, calls
+
+
+def _first_differing(model, converted, probe):
+    """The first layer (in graph order) whose output differs, or None."""
+    try:
+        view, calls = _node_outputs(model)
+        new_view, new_calls = _node_outputs(converted)
+        if [c[0].name for c in calls] != [c[0].name for c in new_calls]:
+            return None
+        old = keras.Model(view.inputs, [t for _, ts in calls for t in ts])
+        new = keras.Model(new_view.inputs, [t for _, ts in new_calls for t in ts])
+        flat = keras.tree.flatten(probe)
+        owners = [layer for layer, ts in calls for _ in ts]
+        for layer, a, b in zip(owners, _outputs(old, flat), _outputs(new, flat)):
+            if not _same(a, b):
+                return layer
+    except Exception:  # naming is best effort; the refusal stands
+        return None
+    return None  # pragma: no cover - the whole models differed
+
+
 def convert_dropout(model, *, gaussian_noise=False):
     """Return a copy of `model` with kreg's noise layers in place of Keras's.
 
@@ -45,9 +292,21 @@ def convert_dropout(model, *, gaussian_noise=False):
     often a data augmentation or input corruption rather than a
     regularizer of the network's units) becomes `kreg.layers.GaussianNoise`
     with the same standard deviation, so Monte Carlo samples draw it too.
-    Every other layer is cloned, and the new model gets exactly the
-    original's weights. The original is not modified. Use it to
-    Monte-Carlo-sample a model trained with plain Keras, without retraining.
+    Every other layer is cloned and gets its original's whole state, as a
+    `.keras` file carries it: weights, the statistics of an adapted
+    `Normalization`, the vocabularies of `StringLookup`, `IntegerLookup` and
+    `TextVectorization`, those of sublayers and nested models. The
+    converted model's deterministic `predict` equals the original's, bit for
+    bit: kreg checks it on a probe batch of the declared inputs, and where a
+    layer keeps state that a `.keras` file would not carry (a Python
+    attribute set by a custom `adapt`), it refuses with a `ValueError`
+    naming that layer, rather than return a different model. The original
+    is not modified. Use it to Monte-Carlo-sample a model trained with plain
+    Keras, without retraining.
+
+    A noise layer that the graph calls with `training=True` (e.g.
+    `keras.layers.Dropout(0.5)(x, training=True)`) gets a warning: Keras 3's
+    `predict` ignores that flag (see `forced_training_layers`).
 
     `keras.layers.AlphaDropout` is not mapped (it stays Keras's layer, the
     identity at inference, so Monte Carlo samples do not draw it): sampling
@@ -103,12 +362,19 @@ def convert_dropout(model, *, gaussian_noise=False):
         raise v.invalid_value("convert_dropout", "model",
                               "a built model (call it or build it first)", model)
 
+    forced = forced_training_layers(model)
+    if forced:
+        warnings.warn(forced_training_message(forced), UserWarning, stacklevel=2)
+    replaced = set()
+
     def clone(layer):
         new = _replacement(layer, gaussian_noise)
-        if new is not None:
-            return new
-        return layer.__class__.from_config(layer.get_config())
+        if new is None:
+            return layer.__class__.from_config(layer.get_config())
+        replaced.add(id(new))
+        return new
 
     converted = keras.models.clone_model(model, clone_function=clone, recursive=True)
-    converted.set_weights(model.get_weights())
+    _carry(model, model, converted, replaced)
+    _check_same(model, converted)
     return converted

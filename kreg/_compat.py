@@ -138,6 +138,8 @@ def copy_layer_state(source, target):
     a temporary folder for the assets, removed on return.
     """
     import io
+    import warnings
+    from contextlib import closing
 
     module = "keras.src.saving.saving_lib"
     save_state = _private(module, "_save_state")
@@ -146,22 +148,16 @@ def copy_layer_state(source, target):
     disk_store = _private(module, "DiskIOStore")
     buffer = io.BytesIO()
     assets = disk_store("assets", mode="w")
-    try:
-        weights = h5_store(buffer, mode="w")
-        try:
+    # Keras's own deprecation notices (h5py, NumPy 2) are not the user's.
+    with warnings.catch_warnings(), closing(assets):
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with closing(h5_store(buffer, mode="w")) as weights:
             save_state(source, weights_store=weights, assets_store=assets,
                        inner_path="", visited_saveables=set())
-        finally:
-            weights.close()
-        weights = h5_store(buffer, mode="r")
-        try:
+        with closing(h5_store(buffer, mode="r")) as weights:
             load_state(target, weights_store=weights,
                        assets_store=disk_store(assets.working_dir, mode="r"),
                        inner_path="", visited_saveables=set())
-        finally:
-            weights.close()
-    finally:
-        assets.close()
 
 
 def node_call_kwargs(node):

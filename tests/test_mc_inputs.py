@@ -87,6 +87,29 @@ def test_string_features_from_a_dataset_and_in_evaluate(structured):
     assert 0.0 <= scores["deterministic"]["accuracy"] <= 1.0
 
 
+@pytest.mark.tf_only(reason="string tensors are TensorFlow's")
+def test_a_text_model_converted_then_sampled_on_a_list_of_strings():
+    """One string input (TextVectorization), trained with Keras's Dropout:
+    convert_dropout keeps its vocabulary, MCPredictor takes the raw texts."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(1)
+    vectorize = keras.layers.TextVectorization(max_tokens=12, output_sequence_length=5)
+    vectorize.adapt(["the cat sat", "a dog ran", "the dog", "a bird sat"])
+    text = keras.Input((), dtype="string", name="review")
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(12, 4)(vectorize(text)))
+    h = keras.layers.Dropout(0.5)(keras.layers.Dense(8, activation="relu")(h))
+    model = keras.Model(text, keras.layers.Dense(2, activation="softmax")(h))
+    converted = kreg.convert_dropout(model)
+    np.testing.assert_array_equal(converted.predict(tf.constant(DOCS), verbose=0),
+                                  model.predict(tf.constant(DOCS), verbose=0))
+    predictor = kreg.MCPredictor(converted, samples=6, seed=0)
+    listed = predictor.predict(list(DOCS))
+    np.testing.assert_array_equal(listed.mean, predictor.predict(np.array(DOCS)).mean)
+    np.testing.assert_array_equal(listed.mean, predictor.predict(tf.constant(DOCS)).mean)
+    assert listed.mean.shape == (5, 2) and float(listed.std.max()) > 0.0
+
+
 # -- wording -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def numeric():
@@ -104,10 +127,9 @@ def test_strings_for_a_numeric_input_are_named_as_strings(numeric):
         message = str(info.value)
         assert message.startswith(
             "Invalid value for argument `x` of MCPredictor.predict: expected numbers "
-            "for input 'age_height_weight' (the model declares it float32; strings go "
-            "to inputs declared dtype='string'")
-        assert re_received(message) in ("an array of strings, shape (1, 3)",
-                                        "a list of strings, shape (1, 3)")
+            "for input 'age_height_weight' (the model declares it float32; ")
+        assert re_received(message) in ("array of strings, shape (1, 3)",
+                                        "list of strings, shape (1, 3)")
         assert "Shown" not in message and "of type" not in message
 
 
@@ -158,11 +180,13 @@ def test_dict_inputs_are_named_by_their_keys():
         predictor.predict({"small": np.ones((2, 2)), "big": np.ones((2, 4))})
 
 
-def test_strings_on_a_backend_without_string_tensors(numeric):
-    if keras.backend.backend() == "tensorflow":
-        pytest.skip("TensorFlow has string tensors")
-    x = keras.Input((1,), name="free")  # a model that does not declare strings
-    model = keras.Model(x, kreg.layers.Dropout(0.5)(x))
-    predictor = kreg.MCPredictor(model, samples=2)
-    with pytest.raises(TypeError, match=r"expected numbers for input 'free'"):
+def test_the_string_hint_follows_the_backend():
+    x = keras.Input((1,), name="free")
+    predictor = kreg.MCPredictor(keras.Model(x, kreg.layers.Dropout(0.5)(x)), samples=2)
+    hint = (r"strings go to inputs declared dtype='string', e\.g\. feeding a StringLookup"
+            if keras.backend.backend() == "tensorflow"
+            else r"string inputs need the TensorFlow backend")
+    with pytest.raises(TypeError, match=(
+            r"expected numbers for input 'free' \(the model declares it float32; "
+            + hint + r"\). Received: x=<array of strings, shape \(1, 1\)>$")):
         predictor.predict(np.array([["a"]]))

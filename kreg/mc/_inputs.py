@@ -136,27 +136,27 @@ def is_data_stream(x):
 
 
 def _string_kind(value):
-    """"an array of strings" (or of bytes) for string data, else None."""
+    """The kind of string data `value` holds ("array of strings"), or None."""
     dtype = getattr(value, "dtype", None)
     if dtype is None and isinstance(value, (list, tuple)):
         leaves = keras.tree.flatten(list(value))
         if leaves and all(isinstance(e, (str, bytes)) for e in leaves):
-            return "a list of strings"
+            return "list of strings"
         return None
     if dtype is None:
         return None
     if isinstance(value, np.ndarray):
         if dtype.kind in "US":
-            return "an array of strings"
+            return "array of strings"
         if dtype.kind == "O" and value.size and all(
                 isinstance(e, (str, bytes)) for e in value.flat):
-            return "an array of strings"
+            return "array of strings"
         return None
     try:
         is_string = keras.backend.standardize_dtype(dtype) == "string"
     except ValueError:
         return None
-    return "a tensor of strings" if is_string else None
+    return "tensor of strings" if is_string else None
 
 
 def _strings(owner, name, value, input_label):
@@ -188,10 +188,12 @@ def _leaf(owner, name, value, dtype=None, input_label=None):
         arr = _strings(owner, name, value, label)
     elif _string_kind(value) is not None:
         if declared is not None:
+            where = ("strings go to inputs declared dtype='string', e.g. feeding a "
+                     "StringLookup" if keras.backend.backend() == "tensorflow" else
+                     "string inputs need the TensorFlow backend")
             raise v.invalid_type(
                 owner, name, f"numbers for {label} (the model declares it "
-                f"{declared}; strings go to inputs declared dtype='string', "
-                "e.g. feeding a StringLookup)", describe(value))
+                f"{declared}; {where})", describe(value))
         arr = _strings(owner, name, value, label)  # the model will tell
     else:
         arr = numeric_array(owner, name, value, _EXPECTED_X)

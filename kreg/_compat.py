@@ -123,6 +123,7 @@ def make_tf_tensor_spec(spec):
 PRIVATE_APIS += (
     "keras.src.saving.saving_lib._save_state / _load_state / H5IOStore / DiskIOStore",
     "keras.src.ops.node.Node.arguments",
+    "keras.layers.Lambda._output_shape",
 )
 
 
@@ -168,3 +169,11 @@ def node_call_kwargs(node):
     if kwargs is None:
         raise _missing("Node.arguments.kwargs")
     return dict(kwargs)
+
+
+def lambda_output_shape(layer):
+    """The `output_shape` a `keras.layers.Lambda` was built with (a shape,
+    a callable or None), as given, not as its config serializes it."""
+    if not isinstance(layer, keras.layers.Lambda) or not hasattr(layer, "_output_shape"):
+        raise _missing("Lambda._output_shape")
+    return layer._output_shape

@@ -171,3 +171,12 @@ def test_node_call_kwargs_reads_the_training_flag():
     assert flags["forced"] is True
     with pytest.raises(_compat.KerasCompatError, match=r"Node\.arguments"):
         _compat.node_call_kwargs(object())
+
+
+def test_lambda_output_shape_is_the_one_given():
+    shape = lambda s: (s[0], 2)  # noqa: E731
+    assert _compat.lambda_output_shape(keras.layers.Lambda(lambda t: t, output_shape=shape)) \
+        is shape
+    assert _compat.lambda_output_shape(keras.layers.Lambda(lambda t: t)) is None
+    with pytest.raises(_compat.KerasCompatError, match=r"Lambda\._output_shape"):
+        _compat.lambda_output_shape(keras.layers.Dense(2))

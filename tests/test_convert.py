@@ -297,3 +297,21 @@ def test_forced_recurrent_and_attention_dropout_are_noise():
     h = keras.layers.MultiHeadAttention(1, 3, name="mha_plain")(h, h, training=True)
     model = keras.Model(x, h)
     assert [layer.name for layer in forced_training_layers(model)] == ["lstm", "mha"]
+
+
+# -- Lambda layers ---------------------------------------------------------------
+SCALE = 3.0  # a module global the Lambda reads (lost if its bytecode were reloaded)
+
+
+def test_lambda_layers_keep_their_live_function():
+    """Keras's clone refuses a Python lambda in safe mode; kreg reuses it."""
+    x = keras.Input((4,), name="x")
+    h = keras.layers.Lambda(lambda t: keras.ops.tanh(t) * SCALE, name="lam")(x)
+    h = keras.layers.Lambda(lambda t, k: t[:, :2] * k, output_shape=lambda s: (s[0], 2),
+                            arguments={"k": 2.0}, name="lam2")(h)
+    h = keras.layers.Dropout(0.5)(keras.layers.Dense(4)(h))
+    model = keras.Model(x, keras.layers.Dense(1)(h))
+    converted = kreg.convert_dropout(model)
+    _assert_same_predictions(model, converted, NUM[:8, :1].repeat(4, axis=1))
+    assert converted.get_layer("lam2").arguments == {"k": 2.0}
+    assert converted.get_layer("lam") is not model.get_layer("lam")

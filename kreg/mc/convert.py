@@ -140,6 +140,21 @@ def forced_training_message(layers):
         "passes; kreg.MCPredictor samples them.")
 
 
+def _copy_layer(layer):
+    """A fresh layer from `layer`'s config (its state is carried afterwards).
+
+    A `Lambda` keeps its live function: its config holds the function's
+    bytecode, which Keras refuses to load in safe mode, and which would lose
+    the function's module globals.
+    """
+    if type(layer) is not keras.layers.Lambda:
+        return layer.__class__.from_config(layer.get_config())
+    config = layer.get_config()
+    config.update(function=layer.function, mask=layer.mask, arguments=layer.arguments,
+                  output_shape=_compat.lambda_output_shape(layer))
+    return keras.layers.Lambda(**config)
+
+
 def _describe_model(model):
     return Shown(f"<{type(model).__name__} name={model.name!r}>")
 
@@ -370,7 +385,7 @@ def convert_dropout(model, *, gaussian_noise=False):
     def clone(layer):
         new = _replacement(layer, gaussian_noise)
         if new is None:
-            return layer.__class__.from_config(layer.get_config())
+            return _copy_layer(layer)
         replaced.add(id(new))
         return new
 

@@ -241,6 +241,24 @@ def test_a_failing_load_hook_is_refused_by_name():
         kreg.convert_dropout(_with(Unloadable(name="stubborn")))
 
 
+@pytest.mark.tf_only(reason="the lookup layers are TensorFlow's")
+@pytest.mark.parametrize("mode, why", [
+    ("int", r"its vocabulary does not survive a save and load"),
+    ("one_hot", r"copying it failed \(RuntimeError: .*vocabulary size cannot be changed"),
+])
+def test_a_vocabulary_a_keras_file_cannot_carry_is_refused(mode, why):
+    """Keras writes a vocabulary one token per line: a token with a line
+    break comes back as two (a .keras file has the same limit)."""
+    lookup = keras.layers.StringLookup(output_mode=mode, name="cities")
+    lookup.adapt(np.array(["new\nyork", "paris", "paris"]))
+    x = keras.Input((1,), dtype="string", name="city")
+    h = keras.ops.cast(lookup(x), "float32")
+    model = keras.Model(x, keras.layers.Dense(1)(keras.layers.Dropout(0.5)(h)))
+    with pytest.raises(ValueError, match=r"the state of layer 'cities' \(StringLookup\) "
+                       r"is not: " + why):
+        kreg.convert_dropout(model)
+
+
 # -- the training=True pitfall -------------------------------------------------
 def _forced(nested=False):
     x = keras.Input((4,), name="x")

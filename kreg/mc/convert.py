@@ -88,11 +88,12 @@ def forced_training_layers(model):
     """The noise layers a Functional graph calls with `training=True`.
 
     A graph built with `keras.layers.Dropout(0.5)(x, training=True)` records
-    the flag on the call, but Keras 3 hands the model's own `training` value
-    over it: `model.predict`, `model.evaluate` and `model(x, training=False)`
-    run the layer in inference mode, and only `model(x)` (no `training`)
-    samples it. A hand-written Monte Carlo loop over `predict` then returns
-    identical passes. `kreg.convert_dropout` warns about these layers.
+    the flag on that call, but Keras 3 overrides it with the model's own
+    `training` value whenever the model gets one: `model.predict`,
+    `model.evaluate` and `model(x, training=False)` run the layer in
+    inference mode, and only `model(x)` (no `training`) samples it. A
+    hand-written Monte Carlo loop over `predict` then returns identical
+    passes. `kreg.convert_dropout` warns about these layers.
 
     Args:
         model: a Keras model (Sequential and subclassed models have no such
@@ -220,7 +221,7 @@ def _probe(model):
     rng = np.random.default_rng(0)
     flat = []
     for tensor in known[0]:
-        shape = tuple(2 if i == 0 else 3 if d is None else d
+        shape = tuple(d if d is not None else 2 if i == 0 else 3
                       for i, d in enumerate(tensor.shape))
         dtype = keras.backend.standardize_dtype(tensor.dtype)
         if dtype == "string":
@@ -248,10 +249,12 @@ def _check_same(model, converted):
     """
     try:
         probe = _probe(model)
+        if probe is None:
+            return
         first, second = _outputs(model, probe), _outputs(model, probe)
     except Exception:  # inputs kreg cannot invent; not checked
         return
-    if probe is None or not all(_same(a, b) for a, b in zip(first, second)):
+    if not all(_same(a, b) for a, b in zip(first, second)):
         return
     try:
         got = _outputs(converted, probe)

@@ -190,3 +190,26 @@ def test_the_string_hint_follows_the_backend():
             r"expected numbers for input 'free' \(the model declares it float32; "
             + hint + r"\). Received: x=<array of strings, shape \(1, 1\)>$")):
         predictor.predict(np.array([["a"]]))
+
+
+def test_strings_for_a_subclassed_model_off_tensorflow():
+    """A subclassed model declares no input dtypes: strings are passed on to
+    it on TensorFlow, and refused by name elsewhere (no string tensors)."""
+    if keras.backend.backend() == "tensorflow":
+        pytest.skip("TensorFlow passes strings on to the model")
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.drop = kreg.layers.Dropout(0.5)
+
+        def call(self, x):
+            return self.drop(x)
+
+    net = Net()
+    net(np.ones((1, 2), "float32"))
+    with pytest.raises(TypeError, match=(
+            r"^Invalid value for argument `x` of MCPredictor.predict: expected numbers for "
+            r"this input \(string inputs need the TensorFlow backend\). Received: "
+            r"x=<list of strings, shape \(1, 2\)>$")):
+        kreg.MCPredictor(net, samples=2).predict([["a", "b"]])

@@ -163,8 +163,8 @@ def _strings(owner, name, value, input_label):
     """A string input as a NumPy array of `str`/`bytes` (TensorFlow only)."""
     if keras.backend.backend() != "tensorflow":
         raise v.invalid_type(
-            owner, name, f"numbers: {input_label} takes strings, which only the "
-            "TensorFlow backend has tensors for", describe(value))
+            owner, name, f"numbers for {input_label} (string inputs need the "
+            "TensorFlow backend)", describe(value))
     kind = _string_kind(value)
     if kind is None:
         raise v.invalid_type(
@@ -249,14 +249,12 @@ def _flat(owner, model, x, specs):
                 owner, "x",
                 f"{count} arrays, one per model input {specs[0]}",
                 Shown(f"a {type(x).__name__} of {len(x)} items"))
-        if specs is None:
-            return [_leaf(owner, f"x[{i}]", e) for i, e in enumerate(x)]
         return [leaf(f"x[{i}]", e, i) for i, e in enumerate(x)]
     if count is not None and count > 1:
         raise v.invalid_value(
             owner, "x", f"{count} inputs (a list of arrays or a dict keyed by "
             f"{specs[0]})", describe(x))
-    return [_leaf(owner, "x", x) if specs is None else leaf("x", x, 0)]
+    return [leaf("x", x, 0)]
 
 
 def check_inputs(owner, model, xs):
@@ -293,8 +291,8 @@ def _as_declared(model, xs):
     specs = input_specs(model)
     if specs is None:
         return xs
-    return [a if dt is None or a.dtype == dt or a.dtype.kind in "USO" else a.astype(dt)
-            for a, dt in zip(xs, specs[3])]
+    return [a if dt is None or a.dtype == dt or a.dtype.kind in "USO"  # strings as given
+            else a.astype(dt) for a, dt in zip(xs, specs[3])]
 
 
 def batches(owner, model, x, rows, *, want_y):

@@ -118,6 +118,67 @@ def make_tf_tensor_spec(spec):
     return _private("keras.src.export.export_utils", "make_tf_tensor_spec")(spec)
 
 
+# -- Appended for `kreg.convert_dropout` (issue 25): a layer's whole state,
+# and the keyword arguments of a Functional graph's calls.
+PRIVATE_APIS += (
+    "keras.src.saving.saving_lib._save_state / _load_state / H5IOStore / DiskIOStore",
+    "keras.src.ops.node.Node.arguments",
+    "keras.layers.Lambda._output_shape",
+)
+
+
+def copy_layer_state(source, target):
+    """Carry `source`'s whole state to `target`, as a `.keras` save and load do.
+
+    That is every variable (`save_own_variables` / `load_own_variables`,
+    so a layer's own hook such as `Normalization.finalize_state` runs) and
+    every asset (`save_assets` / `load_assets`: the vocabularies of
+    `StringLookup`, `IntegerLookup` and `TextVectorization`), of the layer
+    and of every sublayer it tracks. `target` must be a built layer of the
+    same structure (a clone from `get_config`). Nothing touches the disk but
+    a temporary folder for the assets, removed on return.
+    """
+    import io
+    import warnings
+    from contextlib import closing
+
+    module = "keras.src.saving.saving_lib"
+    save_state = _private(module, "_save_state")
+    load_state = _private(module, "_load_state")
+    h5_store = _private(module, "H5IOStore")
+    disk_store = _private(module, "DiskIOStore")
+    buffer = io.BytesIO()
+    assets = disk_store("assets", mode="w")
+    # Keras's own deprecation notices (h5py, NumPy 2) are not the user's.
+    with warnings.catch_warnings(), closing(assets):
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with closing(h5_store(buffer, mode="w")) as weights:
+            save_state(source, weights_store=weights, assets_store=assets,
+                       inner_path="", visited_saveables=set())
+        with closing(h5_store(buffer, mode="r")) as weights:
+            load_state(target, weights_store=weights,
+                       assets_store=disk_store(assets.working_dir, mode="r"),
+                       inner_path="", visited_saveables=set())
+
+
+def node_call_kwargs(node):
+    """The keyword arguments a Functional graph's node was called with
+    (e.g. `{"training": True}` for `Dropout(0.5)(x, training=True)`)."""
+    arguments = getattr(node, "arguments", None)
+    kwargs = getattr(arguments, "kwargs", None)
+    if kwargs is None:
+        raise _missing("Node.arguments.kwargs")
+    return dict(kwargs)
+
+
+def lambda_output_shape(layer):
+    """The `output_shape` a `keras.layers.Lambda` was built with (a shape,
+    a callable or None), as given, not as its config serializes it."""
+    if not isinstance(layer, keras.layers.Lambda) or not hasattr(layer, "_output_shape"):
+        raise _missing("Lambda._output_shape")
+    return layer._output_shape
+
+
 def set_instance_method(obj, name, function):
     """Make `obj.name` resolve to `function` (an instance attribute).
 
@@ -138,12 +199,3 @@ def restore_instance_method(obj, name, previous):
         object.__delattr__(obj, name)
     else:
         object.__setattr__(obj, name, previous)
-
-
-def forces_training(node):
-    """True when a Functional node's layer was called with `training=True`."""
-    arguments = getattr(node, "arguments", None)
-    kwargs = getattr(arguments, "kwargs", None)
-    if kwargs is None:
-        raise _missing("Node.arguments.kwargs")
-    return kwargs.get("training") is True

@@ -58,7 +58,9 @@ _WHOLE = object()
 
 def invalid_type(owner, name, expected, value, *, element=_WHOLE):
     """The wrong-type error; `element` names the bad item of a sequence."""
-    if element is _WHOLE:
+    if isinstance(value, Shown):  # already a description, not the value
+        suffix = ""
+    elif element is _WHOLE:
         suffix = f" (of type {type(value).__name__})"
     else:
         suffix = f" (element {element!r} of type {type(element).__name__})"

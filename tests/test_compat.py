@@ -138,3 +138,45 @@ def test_private_keras_apis_are_used_only_through_compat():
         if uses:
             offenders[str(path.relative_to(KREG))] = uses
     assert offenders == {}, offenders
+
+
+def test_copy_layer_state_carries_variables_assets_and_hooks():
+    norm = keras.layers.Normalization()
+    norm.adapt(np.arange(12.0).reshape(6, 2))
+    copy = keras.layers.Normalization.from_config(norm.get_config())
+    copy.build((None, 2))
+    _compat.copy_layer_state(norm, copy)
+    # load_own_variables ran Normalization's finalize_state: `mean` is live.
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(copy.mean),
+                                  keras.ops.convert_to_numpy(norm.mean))
+    assert float(keras.ops.convert_to_numpy(copy.mean).ravel()[0]) == 5.0
+
+
+@pytest.mark.tf_only(reason="StringLookup's table is TensorFlow's")
+def test_copy_layer_state_carries_a_vocabulary_asset():
+    lookup = keras.layers.StringLookup()
+    lookup.adapt(np.array(["b", "a", "b"]))
+    copy = keras.layers.StringLookup.from_config(lookup.get_config())
+    _compat.copy_layer_state(lookup, copy)
+    assert copy.get_vocabulary() == lookup.get_vocabulary() == ["[UNK]", "b", "a"]
+
+
+def test_node_call_kwargs_reads_the_training_flag():
+    x = keras.Input((3,))
+    y = keras.layers.Dropout(0.5, name="forced")(x, training=True)
+    model = keras.Model(x, y)
+    nodes = _compat.nodes_by_depth(model)
+    flags = {node.operation.name: _compat.node_call_kwargs(node).get("training")
+             for d in nodes for node in nodes[d]}
+    assert flags["forced"] is True
+    with pytest.raises(_compat.KerasCompatError, match=r"Node\.arguments"):
+        _compat.node_call_kwargs(object())
+
+
+def test_lambda_output_shape_is_the_one_given():
+    shape = lambda s: (s[0], 2)  # noqa: E731
+    assert _compat.lambda_output_shape(keras.layers.Lambda(lambda t: t, output_shape=shape)) \
+        is shape
+    assert _compat.lambda_output_shape(keras.layers.Lambda(lambda t: t)) is None
+    with pytest.raises(_compat.KerasCompatError, match=r"Lambda\._output_shape"):
+        _compat.lambda_output_shape(keras.layers.Dense(2))

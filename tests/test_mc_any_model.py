@@ -225,8 +225,8 @@ def test_training_true_in_the_graph_warns_and_is_sampled():
     x = np.ones((2, 4), "float32")
     np.testing.assert_array_equal(_np(model.predict(x, verbose=0)),
                                   _np(model.predict(x, verbose=0)))
-    with pytest.warns(UserWarning, match=r"Dropout 'forced' is called with "
-                      r"training=True.*identical passes"):
+    with pytest.warns(UserWarning, match=r"'forced' \(Dropout\) with "
+                      r"training=True.*identical\s+passes"):
         predictor = kreg.MCPredictor(model, samples=8, task="regression")
     assert predictor.predict(x, verbose=0).std.max() > 0
 

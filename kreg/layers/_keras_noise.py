@@ -58,13 +58,18 @@ NOISE_LAYERS = (keras.layers.Dropout, keras.layers.GaussianDropout,
                 keras.layers.GaussianNoise, keras.layers.AlphaDropout)
 
 
-def kreg_twin(layer, *, gaussian_noise=True):
+def kreg_twin(layer, *, gaussian_noise=True, subclasses=True):
     """The kreg layer equal to a Keras noise layer, or None (no such twin).
 
-    Subclasses count as their Keras class: `class MCDropout(Dropout)` whose
+    Used by Monte Carlo sampling (the twin draws in the layer's place) and
+    by `kreg.convert_dropout` (the twin replaces it). With `subclasses`,
+    subclasses count as their Keras class: `class MCDropout(Dropout)` whose
     `call` forces `training=True` (a common MC dropout recipe) is sampled as
-    the Dropout it is.
+    the Dropout it is; without, only the Keras classes themselves have twins.
+    `gaussian_noise=False`: `GaussianNoise` has none.
     """
+    if not subclasses and type(layer).__module__.split(".")[0] != "keras":
+        return None
     kw = {"seed": layer.seed, "name": layer.name, "dtype": layer.dtype_policy}
     if isinstance(layer, keras.layers.GaussianDropout):
         return GaussianDropout(layer.rate, **kw)

@@ -53,33 +53,6 @@ def unsampled_noise(model, layers=None):
     return found
 
 
-def forced_training_layers(model):
-    """The sampling layers that `model`'s graph calls with `training=True`.
-
-    `keras.layers.Dropout(0.5)(x, training=True)` in a functional model is a
-    common recipe for MC dropout. Keras 3's `predict` runs such a layer in
-    inference mode all the same, so a loop over `predict` returns T identical
-    passes, while `model(x)` samples. kreg samples these layers like any
-    other; callers warn that the recipe does not do what it promises.
-    Looks into nested Sequential and Functional models too.
-    """
-    found = []
-    graphs = [model] + [layer for layer in _compat.flatten_layers(model, include_self=False)
-                        if isinstance(layer, keras.Model)]
-    for graph in graphs:
-        view = _functional_view(graph)
-        if view is None:
-            continue
-        for nodes in _compat.nodes_by_depth(view).values():
-            for node in nodes:
-                op = node.operation
-                if (isinstance(op, keras.layers.Layer) and sampling_layers(op)
-                        and not isinstance(op, keras.Model)
-                        and _compat.forces_training(node) and op not in found):
-                    found.append(op)
-    return found
-
-
 def _contains_sampling(operation, sampling):
     """True when `operation` is or holds one of the layers `sampling` (ids)."""
     if isinstance(operation, keras.layers.Layer):

@@ -10,23 +10,14 @@ from kreg.layers._seeds import SEED_BITS
 from kreg.mc import _heads
 from kreg.mc import _inputs
 from kreg.mc import metrics
-from kreg.mc._graph import forced_training_layers
 from kreg.mc._passes import PassRunner
+from kreg.mc.convert import forced_training_layers
+from kreg.mc.convert import forced_training_message
 from kreg.mc.plan import DEFAULT_MAX_BATCH
 from kreg.mc.plan import SamplingPlan
 from kreg.mc.plan import check_temperature_value  # noqa: F401 - re-exported
 from kreg.mc.plan import resolve_temperatures
 from kreg.mc.prediction import MCPrediction
-
-
-def training_true_message(owner, layers):
-    """The warning for sampling layers called with `training=True` in the graph."""
-    names = ", ".join(f"{type(layer).__name__} {layer.name!r}" for layer in layers)
-    return (f"{owner}: {names} is called with training=True in the model's graph. "
-            "Keras 3's model.predict runs it in inference mode all the same, so a "
-            "hand-written loop over predict returns identical passes (model(x) "
-            "does sample). kreg samples it like any other noise layer; the "
-            "training=True is not needed.")
 
 
 class MCPredictor(PassRunner):
@@ -220,7 +211,7 @@ class MCPredictor(PassRunner):
         self._warned_identical = False
         forced = forced_training_layers(model)
         if forced:
-            warnings.warn(training_true_message(owner, forced), UserWarning, stacklevel=2)
+            warnings.warn(forced_training_message(forced), UserWarning, stacklevel=2)
 
     # -- per-model sampling facts (the plan's) ---------------------------------
     @property

@@ -104,6 +104,18 @@ def declared_direction(model, monitor):
     return None
 
 
+def order_hint(key, owner):
+    """A sentence for a missing key that another callback writes (""
+    otherwise): Keras runs callbacks in list order, so the writer must come
+    first."""
+    if not key.startswith("reg/"):  # RegularizationMonitor's default prefix
+        return ""
+    return (" The `reg/` keys are written by kreg.callbacks."
+            f"RegularizationMonitor: list it before {owner} in "
+            "`callbacks=[...]` (Keras calls callbacks in that order, so a "
+            "later one has not written its keys yet).")
+
+
 def available_keys(logs):
     """The keys of an epoch's logs, quoted, for an error message."""
     return ", ".join(repr(k) for k in (logs or {})) or "none"
@@ -213,8 +225,8 @@ class MonitorCallback(keras.callbacks.Callback):
         if logs is not None and self.monitor not in logs:
             raise v.invalid_value(
                 self._OWNER, "monitor",
-                f"a key of the epoch logs (available: {available_keys(logs)})",
-                self.monitor)
+                f"a key of the epoch logs (available: {available_keys(logs)})"
+                f"{order_hint(self.monitor, self._OWNER)}", self.monitor)
         raise v.invalid_value(
             self._OWNER, "mode",
             f"'min' or 'max': mode='auto' cannot tell whether "
@@ -257,7 +269,8 @@ class MonitorCallback(keras.callbacks.Callback):
             raise v.invalid_value(
                 self._OWNER, argument,
                 f"a key of the epoch logs (available: {available_keys(logs)}; "
-                "pass strict=False to skip epochs without it)", key)
+                "pass strict=False to skip epochs without it)"
+                f"{order_hint(key, self._OWNER)}", key)
         if not self._warned_missing:
             self._warned_missing = True
             warnings.warn(self._missing_key_message(logs, key, argument),
@@ -269,12 +282,7 @@ class MonitorCallback(keras.callbacks.Callback):
                    f"logs (available: {available_keys(logs)}); epochs without "
                    "it are not monitored (pass strict=True to make this an "
                    "error).")
-        if key.startswith("reg/"):  # RegularizationMonitor's keys
-            message += (" The `reg/` keys are written by "
-                        "kreg.callbacks.RegularizationMonitor: list it before "
-                        f"{self._OWNER} in `callbacks=[...]` (callbacks run in "
-                        "that order, so a later one has not written them yet).")
-        return message
+        return message + order_hint(key, self._OWNER)
 
     def get_monitor_value(self, logs):
         """The monitored value in `logs`, as Keras's method of that name.

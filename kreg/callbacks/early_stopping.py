@@ -50,10 +50,6 @@ STOP_REASONS = CRITERIA + (
     "stopping_threshold", "divergence_threshold", "non_finite", "external",
     "completed",
 )
-DEFAULT_ALPHA = {name: row.defaults["alpha"]
-                 for name, row in _criteria.CRITERIA.items()
-                 if "alpha" in row.defaults}
-DEFAULT_SUCCESSIVE_STRIPS = _criteria.CRITERIA["up"].defaults["successive_strips"]
 CHECKPOINT_SUFFIX = _checkpoint.SUFFIX
 STATE_VERSION = _resume.STATE_VERSION
 
@@ -313,11 +309,12 @@ class EarlyStopping(_resume.StateMixin, MonitorCallback):
         self.criterion = v.check_option(_OWNER, "criterion", criterion, CRITERIA)
         self.strip = v.check_count(_OWNER, "strip", strip, 1)
         self.train_monitor = v.check_name(_OWNER, "train_monitor", train_monitor)
-        # patience, baseline, alpha, successive_strips: per the criteria table.
-        for name, value in _criteria.check_arguments(_OWNER, criterion, {
-                "patience": patience, "baseline": baseline, "alpha": alpha,
-                "successive_strips": successive_strips}).items():
-            setattr(self, name, value)
+        # The arguments that belong to one criterion: per the criteria table.
+        own = _criteria.check_arguments(_OWNER, criterion, {
+            "patience": patience, "baseline": baseline, "alpha": alpha,
+            "successive_strips": successive_strips})
+        self.patience, self.baseline = own["patience"], own["baseline"]
+        self.alpha, self.successive_strips = own["alpha"], own["successive_strips"]
         self.checkpoint_path = _checkpoint.check_path(_OWNER, checkpoint_path)
 
         self._state_sign = None

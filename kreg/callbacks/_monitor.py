@@ -5,7 +5,9 @@
 for one to maximize), and `_is_improvement(value, reference)` applies
 `min_delta` in that direction. Internally a value is turned into a *score*,
 `sign * value` with sign +1 for "min" and -1 for "max", so that lower is
-always better.
+always better. The monitored value is read from the epoch logs here too: a
+number or a one-element array; a missing key is a warning once per run (a
+ValueError with `strict`), which says when the callback order is the cause.
 """
 
 import re
@@ -141,7 +143,6 @@ def _log_number(value, key, argument, owner):
         f"`{argument}`)", value)
 
 
-
 class MonitorCallback(keras.callbacks.Callback):
     """Base of kreg's callbacks that watch one quantity of the epoch logs.
 
@@ -259,8 +260,7 @@ class MonitorCallback(keras.callbacks.Callback):
                                     self._score(reference_value))
 
     # Reading the epoch logs ----------------------------------------------
-    def _lookup(self, logs, key, argument,
-                owner=None):
+    def _lookup(self, logs, key, argument, owner=None):
         value = logs.get(key)
         if value is not None:
             return _log_number(value, key, argument,

@@ -6,7 +6,7 @@
 `kreg.export` writes a TensorFlow SavedModel with deterministic and Monte
 Carlo serving signatures (module `kreg.serving`).
 
-`import kreg` needs only Keras (with any backend), NumPy and SciPy.
+`import kreg` needs only Keras (with any backend) and NumPy.
 `kreg.export` and `kreg.distribute` need TensorFlow (extra `kreg[tensorflow]`)
 and `kreg demo` needs `kreg[demo]`; without them they fail with one line
 naming the `pip install` to run.

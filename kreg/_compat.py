@@ -27,6 +27,9 @@ PRIVATE_APIS = (
     "keras.metrics.Metric._direction",
     "keras.src.utils.io_utils.print_msg",
     "keras.src.export.export_utils.get_input_signature / make_tf_tensor_spec",
+    "keras.Layer._build_at_init",
+    "keras.random.SeedGenerator._initial_seed",
+    "torch._dynamo.disable",
 )
 
 
@@ -199,3 +202,45 @@ def restore_instance_method(obj, name, previous):
         object.__delattr__(obj, name)
     else:
         object.__setattr__(obj, name, previous)
+
+
+def build_at_init(layer):
+    """Mark a layer without weights as built at construction, as Keras's own
+    layers do (`Layer._build_at_init`: built only when `build` is Keras's)."""
+    method = getattr(layer, "_build_at_init", None)
+    if method is None:
+        raise _missing("Layer._build_at_init")
+    method()
+
+
+class FixedSeed(keras.random.SeedGenerator):
+    """A seed "generator" that always returns one given seed tensor.
+
+    `keras.random.*` takes an int or a `SeedGenerator` as `seed` (on
+    TensorFlow), so a seed computed at run time is wrapped in this. It skips
+    `SeedGenerator.__init__` on purpose (that would create a state variable)
+    and sets the private `_initial_seed` instead: Keras's torch backend takes
+    an unseeded fast path when a generator's `_initial_seed` is None, and this
+    one is always seeded. Subclasses may override `next`.
+
+    Args:
+        seed_tensor: an integer tensor of shape (2,), the seed to return.
+    """
+
+    def __init__(self, seed_tensor):  # noqa: D107 - no super().__init__ on purpose
+        self._seed_tensor = seed_tensor
+        self._initial_seed = seed_tensor
+
+    def next(self, ordered=True):
+        return self._seed_tensor
+
+
+def torch_compile_disable(function):
+    """`function`, left out of `torch.compile`'s tracing (`torch._dynamo.disable`)."""
+    import torch
+
+    try:
+        disable = torch._dynamo.disable
+    except AttributeError as error:
+        raise _missing("torch._dynamo.disable", error) from error
+    return disable(function)

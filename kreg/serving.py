@@ -63,7 +63,7 @@ import keras
 
 from kreg import _compat
 from kreg import _validation as v
-from kreg._extras import require_tensorflow
+from kreg._extras import require_tensorflow_backend
 from kreg.layers import _seeds
 from kreg.mc import _stats
 from kreg.mc.plan import DEFAULT_MAX_BATCH
@@ -82,17 +82,7 @@ def check_tensorflow(owner):
     (a ModuleNotFoundError) naming `pip install "kreg[tensorflow]"`; with it,
     on another backend: kreg's ValueError for the argument `backend`.
     """
-    backend = keras.backend.backend()
-    if backend != "tensorflow":
-        require_tensorflow(f"kreg.{owner}")
-        raise ValueError(
-            v.error_message(
-                owner, "backend",
-                "the TensorFlow backend (SavedModel export is TensorFlow-only: "
-                "run with KERAS_BACKEND=tensorflow)",
-                backend,
-            )
-        )
+    require_tensorflow_backend(owner, "SavedModel export is TensorFlow-only")
 
 
 def _input_signature(model, input_signature):

@@ -102,19 +102,14 @@ def seed_dtype():
     return _compat.random_seed_dtype()
 
 
-class TensorSeed(keras.random.SeedGenerator):
+class TensorSeed(_compat.FixedSeed):
     """A seed "generator" that always returns one given seed tensor.
 
     `keras.random.*` accepts only an int or a `SeedGenerator` as `seed` (on
     TensorFlow), so a seed computed at run time (from the Monte Carlo
-    predictor's seed, a layer index, a replica id) is wrapped in this.
+    predictor's seed, a layer index, a replica id) is wrapped in this. On
+    PyTorch the pair is hashed into one seed (`torch_mixed_seed`).
     """
-
-    def __init__(self, seed_tensor):  # noqa: D107 - no super().__init__ on purpose
-        self._seed_tensor = seed_tensor
-        # Keras's torch dropout takes its (slow, unseeded) fast path when a
-        # generator's `_initial_seed` is None; this one is always seeded.
-        self._initial_seed = seed_tensor
 
     def next(self, ordered=True):
         if keras.backend.backend() == "torch":

@@ -103,7 +103,7 @@ def augmentation_layers(model, owner="MCPredictor", layers=None):
 # ----------------------------------------------------------------------------
 # Seeds
 # ----------------------------------------------------------------------------
-class _LayerSeeds(keras.random.SeedGenerator):
+class _LayerSeeds(_compat.FixedSeed):
     """Successive seeds `ctx.seed_for(layer, salt)`, salt = 0, 1, 2, ...
 
     Keras's augmentation layers pass one `seed` object to each of their
@@ -113,12 +113,11 @@ class _LayerSeeds(keras.random.SeedGenerator):
     same on every trace (a function of the context's seed and the layer).
     """
 
-    def __init__(self, ctx, layer):  # noqa: D107 - no super().__init__ on purpose
+    def __init__(self, ctx, layer):
+        super().__init__(0)  # never returned: `next` draws from the context
         self._ctx = ctx
         self._layer = layer
         self._salt = 0
-        # Keras's torch backend takes an unseeded fast path when this is None.
-        self._initial_seed = 0
 
     def next(self, ordered=True):
         seed = self._ctx.seed_for(self._layer, salt=self._salt)

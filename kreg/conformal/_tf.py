@@ -1,0 +1,121 @@
+"""TensorFlow only: `SplitConformal` sets and intervals inside a SavedModel.
+
+`kreg.export(model, path, conformal=cp)` calls `check` on the argument and,
+in the Monte Carlo signatures, `outputs` on the summaries that `serve_mc`
+returns: the sets (intervals) of `cp.predict` on the served MC mean (and
+std), computed in the graph with the scores of `kreg.conformal._scores`
+(one definition for both), in float64. Nothing here is imported by
+`import kreg`.
+"""
+
+import types
+
+from kreg import _validation as v
+from kreg.conformal import _scores
+from kreg.conformal.split_conformal import SplitConformal
+
+
+def _tf_ops():
+    import tensorflow as tf
+
+    return types.SimpleNamespace(
+        argsort_desc=lambda p: tf.argsort(-p, axis=-1, stable=True),
+        argsort=lambda a: tf.argsort(a, axis=-1, stable=True),
+        take=lambda a, idx: tf.gather(a, idx, batch_dims=1),
+        cumsum=lambda a: tf.cumsum(a, axis=-1),
+        maximum=tf.maximum,
+        as_float=lambda a, like: tf.cast(a, like.dtype),
+    )
+
+
+def check(owner, conformal):
+    """`export`'s `conformal`: a fitted SplitConformal or a list of them.
+
+    Returns the list. Randomized scores are refused: a served set would need
+    the request's uniforms, which a deterministic replay could not give.
+    """
+    expected = "None, a fitted kreg.conformal.SplitConformal or a list of them"
+    items = list(conformal) if isinstance(conformal, (list, tuple)) else [conformal]
+    if not items:
+        raise v.invalid_value(owner, "conformal", expected, conformal)
+    for cp in items:
+        if not isinstance(cp, SplitConformal):
+            raise v.invalid_type(owner, "conformal", expected, cp)
+        if not cp.fitted:
+            raise v.invalid_value(owner, "conformal", expected + " (call fit(pred, "
+                                  "y) on calibration data first)", cp)
+        if cp.randomized:
+            raise v.invalid_value(owner, "conformal", "SplitConformal(..., "
+                                  "randomized=False): randomized sets are not served",
+                                  cp)
+    outputs = [cp.output for cp in items]
+    if len(set(map(repr, outputs))) != len(outputs):
+        raise v.invalid_value(owner, "conformal", "one SplitConformal per output "
+                              "(distinct `output`)", outputs)
+    return items
+
+
+def _head_index(owner, cp, heads):
+    names = [h.name for h in heads]
+    if len(heads) == 1 and cp.output in (None, 0, names[0]):
+        return 0
+    if cp.output in names:
+        return names.index(cp.output)
+    if isinstance(cp.output, int) and not isinstance(cp.output, bool) and (
+            0 <= cp.output < len(heads)):
+        return cp.output
+    raise v.invalid_value(
+        owner, "conformal", "SplitConformal(..., output=name) naming one of the "
+        "model's outputs: " + ", ".join(repr(n) for n in names), cp.output)
+
+
+def outputs(owner, summary, conformal, heads):
+    """The conformal keys to add to a Monte Carlo signature's outputs.
+
+    Args:
+        owner: who calls (for errors).
+        summary: the signature's dict: `mean`, `std` (one output) or
+            `<output>_mean`, `<output>_std` (several).
+        conformal: the list from `check`.
+        heads: the model's output heads (`kreg.mc._heads`), in order.
+
+    Returns:
+        A dict: `set` (bool, (N, K)) for a classification output,
+        `lower`/`upper` (the mean's shape and dtype) for a regression one,
+        prefixed `<output>_` as the other keys when the model has several.
+    """
+    import tensorflow as tf
+
+    from kreg.serving import output_key
+
+    ops = _tf_ops()
+    out = {}
+    for cp in conformal:
+        head = heads[_head_index(owner, cp, heads)]
+        prefix = "" if len(heads) == 1 else f"{output_key(head.name)}_"
+        if head.task != cp.task:
+            raise v.invalid_value(owner, "conformal", f"a {head.task} method for "
+                                  f"output {head.name!r}", cp)
+        mean = summary[prefix + "mean"]
+        m = tf.cast(mean, tf.float64)
+        q = tf.constant(cp.quantiles, tf.float64)
+        if cp.task == "classification":
+            p = tf.reshape(m, tf.stack([tf.shape(m)[0], -1]))
+            p = tf.clip_by_value(p, 0.0, 1.0)  # as the host's check does
+            if p.shape[-1] == 1:  # one sigmoid unit: the classes [1 - p, p]
+                p = tf.concat([1.0 - p, p], axis=-1)
+            else:
+                p = p / tf.reduce_sum(p, axis=-1, keepdims=True)
+            if p.shape[-1] is not None and p.shape[-1] != cp.num_classes:
+                raise v.invalid_value(
+                    owner, "conformal", f"a SplitConformal fitted on "
+                    f"{p.shape[-1]} classes for output {head.name!r}",
+                    f"{cp.num_classes} classes")
+            scores = _scores.label_scores(p, cp.method, ops=ops, **cp.score_kwargs)
+            out[prefix + "set"] = _scores.in_set(scores, q)
+        else:
+            s = tf.cast(summary[prefix + "std"], tf.float64)
+            lower, upper = _scores.interval(m, s, q[0], cp.method)
+            out[prefix + "lower"] = tf.cast(lower, mean.dtype)
+            out[prefix + "upper"] = tf.cast(upper, mean.dtype)
+    return out

@@ -462,7 +462,7 @@ def test_mapie_matches_lac_and_absolute(mc_models):
     clf = kreg.conformal.SklearnAdapter(mc_models.single, "classification", samples=8,
                                         seed=2)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # e.g. "Estimator does not appear fitted"
+        warnings.simplefilter("error", UserWarning)  # "does not appear fitted"
         m = SplitConformalClassifier(clf, confidence_level=0.8, conformity_score="lac",
                                      prefit=True).conformalize(x[:60], y[:60])
         _, sets = m.predict_set(x[60:])
@@ -474,7 +474,7 @@ def test_mapie_matches_lac_and_absolute(mc_models):
                                         seed=2)
     target = x[:, 0]
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error", UserWarning)
         mr = SplitConformalRegressor(reg, confidence_level=0.8, prefit=True,
                                      conformity_score="absolute")
         _, intervals = mr.conformalize(x[:60], target[:60]).predict_interval(x[60:])

@@ -565,3 +565,18 @@ def test_export_refuses_bad_conformal(mc_models, tmp_path):
         with pytest.raises((ValueError, TypeError), match=None) as info:
             kreg.export(mc_models.multi, tmp_path / str(i), mc_samples=5, conformal=cp)
         assert message in str(info.value), (why, str(info.value))
+
+
+# -- the user guide ------------------------------------------------------------------
+@pytest.mark.tf_only(reason="the guide's examples include a SavedModel export")
+def test_docs_conformal_python_blocks_run(monkeypatch, tmp_path):
+    """Every Python block of docs/conformal.md runs (in this process: the
+    imports are paid already)."""
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "conformal.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 5
+    monkeypatch.chdir(tmp_path)
+    exec(compile("\n\n".join(blocks), "docs/conformal.md", "exec"), {})

@@ -308,7 +308,7 @@ def _endpoints(model, mc_samples, task, input_signature=None, *, temperature=Non
                            lambda xc, i: chunk(xc, user, high, i))
         if conformal:  # kreg.conformal: sets / intervals from the summaries
             from kreg.conformal import _tf as conformal_tf
-            out.update(conformal_tf.outputs(OWNER, out, conformal, plan.heads))
+            out.update(conformal_tf.outputs(OWNER, out, conformal, plan.heads, seed))
         out["seed"] = tf.fill(rows, seed)
         return out
 
@@ -468,6 +468,8 @@ def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
             in the graph from the served `mean` (and `std`), prefixed
             `<output>_` for a model with several outputs. Fit it on what
             the signature serves (the same `mc_samples`, `temperature`).
+            Randomized APS/RAPS draw their uniforms from the request's seed
+            (`serve_mc_seeded` replays a `serve_mc` call's sets).
 
     Returns:
         None. The SavedModel is written to `path`.

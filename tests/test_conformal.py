@@ -534,15 +534,40 @@ def test_export_serves_sets_and_intervals(mc_models, tmp_path):
     np.testing.assert_allclose(out["reg_lower"], lower, atol=1e-5)
     np.testing.assert_allclose(out["reg_upper"], upper, atol=1e-5)
     assert "cls_set" in served.signatures["serve_mc"](x=x)
-    # One output: unprefixed keys, as `mean` and `std`; every classification method.
+    # One output: unprefixed keys, as `mean` and `std`; one quantile per class.
     single = kreg.MCPredictor(mc_models.single, 10, seed=0).predict(x, verbose=0)
-    for method in ("lac", "aps"):
-        cp = SplitConformal(0.2, method, class_conditional=method == "lac").fit(single, y)
-        path = tmp_path / method
-        kreg.export(mc_models.single, path, mc_samples=10, conformal=cp)
-        got = tf.saved_model.load(str(path)).signatures["serve_mc_seeded"](
-            x=x, seed=tf.constant(4, tf.int64))
-        np.testing.assert_array_equal(got["set"].numpy(), cp.predict(got["mean"].numpy()))
+    cp = SplitConformal(0.2, "lac", class_conditional=True).fit(single, y)
+    kreg.export(mc_models.single, tmp_path / "lac", mc_samples=10, conformal=cp)
+    got = tf.saved_model.load(str(tmp_path / "lac")).signatures["serve_mc_seeded"](
+        x=x, seed=tf.constant(4, tf.int64))
+    assert "set" in got and "cls_set" not in got
+    np.testing.assert_array_equal(got["set"].numpy(), cp.predict(got["mean"].numpy()))
+
+
+@pytest.mark.tf_only(reason="SavedModel export is TensorFlow-only")
+def test_export_serves_randomized_sets_from_the_request_seed(mc_models, tmp_path):
+    import tensorflow as tf
+
+    from kreg.conformal import _tf as conformal_tf
+
+    x = mc_models.x
+    y = np.arange(len(x)) % 3
+    single = kreg.MCPredictor(mc_models.single, 10, seed=0).predict(x, verbose=0)
+    cp = SplitConformal(0.2, "raps", lam=0.1, randomized=True, seed=1).fit(single, y)
+    kreg.export(mc_models.single, tmp_path / "r", mc_samples=10, conformal=cp)
+    served = tf.saved_model.load(str(tmp_path / "r"))
+    out = served.signatures["serve_mc"](x=x)
+    seed = int(out["seed"].numpy()[0])
+    replay = served.signatures["serve_mc_seeded"](x=x, seed=tf.constant(seed, tf.int64))
+    np.testing.assert_array_equal(out["set"].numpy(), replay["set"].numpy())
+    # The host rule with the uniforms of that seed gives the same sets.
+    u = conformal_tf.uniforms(tf.constant(seed, tf.int64), len(x), 0).numpy()
+    p = out["mean"].numpy().astype("float64")
+    p /= p.sum(1, keepdims=True)
+    want = _scores.in_set(_scores.label_scores(p, "raps", u=u, **cp.score_kwargs),
+                          cp.quantiles[0])
+    np.testing.assert_array_equal(out["set"].numpy(), want)
+    assert 0 < out["set"].numpy().sum(1).mean() < 3
 
 
 @pytest.mark.tf_only(reason="SavedModel export is TensorFlow-only")
@@ -553,8 +578,6 @@ def test_export_refuses_bad_conformal(mc_models, tmp_path):
     cases = [
         ("not fitted", SplitConformal(0.2), "expected None, a fitted "
          "kreg.conformal.SplitConformal or a list of them (call fit"),
-        ("randomized", SplitConformal(0.2, "aps", randomized=True).fit(single, y),
-         "randomized sets are not served"),
         ("type", "lac", "argument `conformal` of export"),
         ("output", SplitConformal(0.2, output="nope").fit(single, y),
          "naming one of the model's outputs: 'cls', 'reg'"),

@@ -4,8 +4,10 @@
 in the Monte Carlo signatures, `outputs` on the summaries that `serve_mc`
 returns: the sets (intervals) of `cp.predict` on the served MC mean (and
 std), computed in the graph with the scores of `kreg.conformal._scores`
-(one definition for both), in float64. Nothing here is imported by
-`import kreg`.
+(one definition for both), in float64. The uniforms of randomized APS/RAPS
+are drawn from the request's seed (`tf.random.stateless_uniform`), so
+`serve_mc_seeded` replays a `serve_mc` call's sets exactly. Nothing here is
+imported by `import kreg`.
 """
 
 import types
@@ -31,8 +33,7 @@ def _tf_ops():
 def check(owner, conformal):
     """`export`'s `conformal`: a fitted SplitConformal or a list of them.
 
-    Returns the list. Randomized scores are refused: a served set would need
-    the request's uniforms, which a deterministic replay could not give.
+    Returns the list.
     """
     expected = "None, a fitted kreg.conformal.SplitConformal or a list of them"
     items = list(conformal) if isinstance(conformal, (list, tuple)) else [conformal]
@@ -44,10 +45,6 @@ def check(owner, conformal):
         if not cp.fitted:
             raise v.invalid_value(owner, "conformal", expected + " (call fit(pred, "
                                   "y) on calibration data first)", cp)
-        if cp.randomized:
-            raise v.invalid_value(owner, "conformal", "SplitConformal(..., "
-                                  "randomized=False): randomized sets are not served",
-                                  cp)
     outputs = [cp.output for cp in items]
     if len(set(map(repr, outputs))) != len(outputs):
         raise v.invalid_value(owner, "conformal", "one SplitConformal per output "
@@ -69,7 +66,20 @@ def _head_index(owner, cp, heads):
         "model's outputs: " + ", ".join(repr(n) for n in names), cp.output)
 
 
-def outputs(owner, summary, conformal, heads):
+# Folded with the request's seed into the uniforms of conformal object i:
+# streams apart from the dropout masks' (which use kreg.layers._seeds).
+_UNIFORM_SALT = 0x636F6E66  # "conf"
+
+
+def uniforms(seed, rows, index):
+    """The uniforms (rows,) float64 of randomized scores for a request's seed."""
+    import tensorflow as tf
+
+    key = tf.stack([tf.cast(seed, tf.int64), tf.constant(_UNIFORM_SALT + index, tf.int64)])
+    return tf.random.stateless_uniform(tf.reshape(rows, [1]), seed=key, dtype=tf.float64)
+
+
+def outputs(owner, summary, conformal, heads, seed):
     """The conformal keys to add to a Monte Carlo signature's outputs.
 
     Args:
@@ -78,6 +88,9 @@ def outputs(owner, summary, conformal, heads):
             `<output>_mean`, `<output>_std` (several).
         conformal: the list from `check`.
         heads: the model's output heads (`kreg.mc._heads`), in order.
+        seed: the request's scalar int64 seed (the `seed` output), for the
+            uniforms of randomized scores (`uniforms(seed, N, i)` for the
+            i-th SplitConformal).
 
     Returns:
         A dict: `set` (bool, (N, K)) for a classification output,
@@ -90,7 +103,7 @@ def outputs(owner, summary, conformal, heads):
 
     ops = _tf_ops()
     out = {}
-    for cp in conformal:
+    for index, cp in enumerate(conformal):
         head = heads[_head_index(owner, cp, heads)]
         prefix = "" if len(heads) == 1 else f"{output_key(head.name)}_"
         if head.task != cp.task:
@@ -111,7 +124,8 @@ def outputs(owner, summary, conformal, heads):
                     owner, "conformal", f"a SplitConformal fitted on "
                     f"{p.shape[-1]} classes for output {head.name!r}",
                     f"{cp.num_classes} classes")
-            scores = _scores.label_scores(p, cp.method, ops=ops, **cp.score_kwargs)
+            u = uniforms(seed, tf.shape(p)[0], index) if cp.randomized else None
+            scores = _scores.label_scores(p, cp.method, u=u, ops=ops, **cp.score_kwargs)
             out[prefix + "set"] = _scores.in_set(scores, q)
         else:
             s = tf.cast(summary[prefix + "std"], tf.float64)

@@ -88,8 +88,8 @@ class SplitConformal:
         randomized: bool, default False. The randomized APS/RAPS score
             (minus u p_y, u uniform in [0, 1), one u per input), whose
             coverage is exactly 1 - alpha rather than at least; sets can be
-            empty. Only for `"aps"` and `"raps"`; not servable by
-            `kreg.export`.
+            empty. Only for `"aps"` and `"raps"`. `kreg.export` serves them
+            with uniforms drawn from the request's seed.
         class_conditional: bool, default False. Mondrian (class-conditional)
             conformal prediction: one quantile per class, from the
             calibration points of that class, so that coverage holds for

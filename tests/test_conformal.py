@@ -404,6 +404,10 @@ def mc_models():
     multi = keras.Model(inp, {"cls": cls, "reg": reg})
     single = keras.Model(inp, cls)
     regressor = keras.Model(inp, reg)
+    # Compiled: the losses say what each output holds (kreg reads them).
+    multi.compile(loss={"cls": "sparse_categorical_crossentropy", "reg": "mse"})
+    single.compile(loss="sparse_categorical_crossentropy")
+    regressor.compile(loss="mse")
     return types.SimpleNamespace(x=x, multi=multi, single=single, regressor=regressor)
 
 
@@ -430,7 +434,7 @@ def test_adapter_interface(mc_models):
     clf = kreg.conformal.SklearnAdapter(mc_models.single, "classification", samples=8,
                                         seed=1)
     assert clf.fit(x, None) is clf and clf.__sklearn_is_fitted__()
-    assert clf.classes_.tolist() == [0, 1, 2] and clf.n_features_in_ == 4
+    assert clf.classes_.tolist() == [0, 1, 2] and clf.fitted_
     proba = clf.predict_proba(x)
     np.testing.assert_array_equal(proba, clf.predict_proba(x))  # seeded
     np.testing.assert_array_equal(clf.predict(x), proba.argmax(1))
@@ -462,7 +466,7 @@ def test_mapie_matches_lac_and_absolute(mc_models):
     clf = kreg.conformal.SklearnAdapter(mc_models.single, "classification", samples=8,
                                         seed=2)
     with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)  # "does not appear fitted"
+        warnings.filterwarnings("error", "Estimator does not appear fitted")
         m = SplitConformalClassifier(clf, confidence_level=0.8, conformity_score="lac",
                                      prefit=True).conformalize(x[:60], y[:60])
         _, sets = m.predict_set(x[60:])
@@ -474,7 +478,7 @@ def test_mapie_matches_lac_and_absolute(mc_models):
                                         seed=2)
     target = x[:, 0]
     with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)
+        warnings.filterwarnings("error", "Estimator does not appear fitted")
         mr = SplitConformalRegressor(reg, confidence_level=0.8, prefit=True,
                                      conformity_score="absolute")
         _, intervals = mr.conformalize(x[:60], target[:60]).predict_interval(x[60:])

@@ -43,8 +43,9 @@ class SklearnAdapter:
 
     Attributes:
         classes_: the class labels (classification).
-        n_features_in_: the number of input features, for a model with one
-            flat input (N, d) (absent otherwise).
+        fitted_: True (the model is trained; what MAPIE looks for in a
+            prefit regressor). There is no `n_features_in_`: MAPIE would
+            probe the model with a row of zeros.
         predictor: the `kreg.MCPredictor` used.
 
     Example:
@@ -71,7 +72,11 @@ class SklearnAdapter:
             self.predictor = model
         elif isinstance(model, keras.Model):
             samples = 50 if samples is None else samples
-            self.predictor = MCPredictor(model, samples, seed=seed)
+            # The task of a one-output model is known: say it (an uncompiled
+            # linear output would otherwise be guessed, with a warning).
+            one = len(getattr(model, "outputs", None) or ()) == 1
+            self.predictor = MCPredictor(model, samples, seed=seed,
+                                         task=self.task if one else "auto")
         else:
             raise v.invalid_type(OWNER, "model", "a Keras model or a kreg.MCPredictor",
                                  model)
@@ -104,6 +109,8 @@ class SklearnAdapter:
         args.update(params)
         self.__init__(**args)
         return self
+
+    fitted_ = True
 
     def __sklearn_is_fitted__(self):
         return True
@@ -162,13 +169,6 @@ class SklearnAdapter:
                 f"{OWNER}: the model's number of classes is unknown (a subclassed "
                 "model): pass classes=[...]")
         return np.arange(max(units, 2))
-
-    @property
-    def n_features_in_(self):
-        inputs = getattr(self.predictor.model, "inputs", None) or []
-        if len(inputs) != 1 or len(inputs[0].shape) != 2 or inputs[0].shape[1] is None:
-            raise AttributeError(f"{OWNER}: the model has no single flat input")
-        return int(inputs[0].shape[1])
 
     def _output_units(self):
         try:

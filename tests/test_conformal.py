@@ -592,6 +592,7 @@ def test_export_refuses_bad_conformal(mc_models, tmp_path):
         with pytest.raises((ValueError, TypeError), match=None) as info:
             kreg.export(mc_models.multi, tmp_path / str(i), mc_samples=5, conformal=cp)
         assert message in str(info.value), (why, str(info.value))
+        assert not (tmp_path / str(i)).exists()  # nothing written
 
 
 # -- the user guide ------------------------------------------------------------------

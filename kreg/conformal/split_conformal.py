@@ -203,6 +203,7 @@ class SplitConformal:
 
     @property
     def fitted(self):
+        """Whether `fit` (or `from_config` of a fitted config) has run."""
         return self.quantiles is not None
 
     def fit(self, pred, y):

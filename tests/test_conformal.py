@@ -46,11 +46,8 @@ def classes():
     return _draw_classes(np.random.default_rng(0), 6000)
 
 
-@pytest.fixture(scope="module")
-def regression():
+def _draw_regression(rng, n):
     """A mean, a std that tracks the noise, and heteroscedastic targets."""
-    rng = np.random.default_rng(1)
-    n = 6000
     x = rng.uniform(-1, 1, size=n)
     noise = 0.1 + 0.9 * (x > 0)
     mean = np.sin(3 * x)
@@ -59,11 +56,19 @@ def regression():
     return mean, std, y, noise > 0.5
 
 
-def _splits(n, seed=2):
+@pytest.fixture(scope="module")
+def regression():
+    return _draw_regression(np.random.default_rng(1), 6000)
+
+
+def _splits(draw, seed=2):
+    """SPLITS independent (calibration, test) draws of N_CAL and N_TEST points
+    (fresh data for each: the splits are independent, so the SE of their
+    mean coverage is known)."""
     rng = np.random.default_rng(seed)
     for _ in range(SPLITS):
-        idx = rng.permutation(n)[:N_CAL + N_TEST]
-        yield idx[:N_CAL], idx[N_CAL:]
+        data = draw(rng, N_CAL + N_TEST)
+        yield [a[:N_CAL] for a in data], [a[N_CAL:] for a in data]
 
 
 def _tolerance(n=N_CAL, m=N_TEST):
@@ -81,12 +86,11 @@ CLASS_METHODS = [("lac", {}), ("aps", {}), ("raps", {"k_reg": 1, "lam": 0.05}),
 
 @pytest.mark.parametrize("method,kwargs", CLASS_METHODS)
 def test_classification_coverage_is_k_over_n_plus_1(classes, method, kwargs):
-    probs, y = classes
     covers = []
-    for cal, test in _splits(len(y)):
-        cp = SplitConformal(ALPHA, method, **kwargs).fit(probs[cal], y[cal])
-        sets = cp.predict(probs[test])
-        covers.append(sets[np.arange(len(test)), y[test]].mean())
+    for (p_cal, y_cal), (p_test, y_test) in _splits(_draw_classes):
+        cp = SplitConformal(ALPHA, method, **kwargs).fit(p_cal, y_cal)
+        sets = cp.predict(p_test)
+        covers.append(sets[np.arange(N_TEST), y_test].mean())
     expected, tol = _tolerance()
     assert 1 / (N_CAL + 1) > tol  # a quantile one rank off would show
     assert np.mean(covers) > expected - tol, (np.mean(covers), expected, tol)
@@ -96,6 +100,7 @@ def test_classification_coverage_is_k_over_n_plus_1(classes, method, kwargs):
         # which the full set is returned: coverage is then >= k / (n + 1).)
         assert np.mean(covers) < expected + tol, (np.mean(covers), expected, tol)
     # The model alone (its 90% top mass) undercovers: conformal is doing work.
+    probs, y = classes
     naive = _scores.label_scores(probs, "aps") <= 0.9
     assert naive[np.arange(len(y)), y].mean() < expected - 5 * tol
 
@@ -133,15 +138,15 @@ def test_class_conditional_covers_every_class():
 
 
 @pytest.mark.parametrize("method", ["absolute", "normalized"])
-def test_regression_coverage_is_k_over_n_plus_1(regression, method):
-    mean, std, y, noisy = regression
+def test_regression_coverage_is_k_over_n_plus_1(method):
     covers, noisy_covers = [], []
-    for cal, test in _splits(len(y)):
-        cp = SplitConformal(ALPHA, method).fit((mean[cal], std[cal]), y[cal])
-        lower, upper = cp.predict((mean[test], std[test]))
-        inside = (y[test] >= lower) & (y[test] <= upper)
+    for (m_cal, s_cal, y_cal, _), (m_test, s_test, y_test, noisy) in _splits(
+            _draw_regression):
+        cp = SplitConformal(ALPHA, method).fit((m_cal, s_cal), y_cal)
+        lower, upper = cp.predict((m_test, s_test))
+        inside = (y_test >= lower) & (y_test <= upper)
         covers.append(inside.mean())
-        noisy_covers.append(inside[noisy[test]].mean())
+        noisy_covers.append(inside[noisy].mean())
     expected, tol = _tolerance()
     assert abs(np.mean(covers) - expected) < tol
     # Conditional on the noisy half: normalized holds, absolute does not.

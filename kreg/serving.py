@@ -308,7 +308,8 @@ def _endpoints(model, mc_samples, task, input_signature=None, *, temperature=Non
                            lambda xc, i: chunk(xc, user, high, i))
         if conformal:  # kreg.conformal: sets / intervals from the summaries
             from kreg.conformal import _tf as conformal_tf
-            out.update(conformal_tf.outputs(OWNER, out, conformal, plan.heads, seed))
+            out.update(conformal_tf.outputs(OWNER, out, conformal, plan.heads, seed,
+                                            model))
         out["seed"] = tf.fill(rows, seed)
         return out
 

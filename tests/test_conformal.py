@@ -590,6 +590,10 @@ def test_export_refuses_bad_conformal(mc_models, tmp_path):
         ("type", "lac", "argument `conformal` of export"),
         ("output", SplitConformal(0.2, output="nope").fit(single, y),
          "naming one of the model's outputs: 'cls', 'reg'"),
+        ("classes", SplitConformal(0.2, output="cls").fit(
+            np.full((20, 2), 0.5), np.arange(20) % 2),
+         "expected a SplitConformal fitted on 3 classes for output 'cls'. Received: "
+         "conformal=a SplitConformal fitted on 2 classes"),
         ("task", SplitConformal(0.2, "absolute", output="cls").fit(
             (x[:, 0], np.ones(len(x))), x[:, 1]), "a classification method for output"),
     ]

@@ -12,6 +12,8 @@ imported by `import kreg`.
 
 import types
 
+import numpy as np
+
 from kreg import _validation as v
 from kreg.conformal import _scores
 from kreg.conformal.split_conformal import SplitConformal
@@ -79,7 +81,26 @@ def uniforms(seed, rows, index):
     return tf.random.stateless_uniform(tf.reshape(rows, [1]), seed=key, dtype=tf.float64)
 
 
-def outputs(owner, summary, conformal, heads, seed):
+def _units(model, name, summary_mean):
+    """The number of units of output `name`, if known before serving (else None)."""
+    def count(shape):
+        if getattr(shape, "rank", 0) is None:  # a tf.TensorShape of unknown rank
+            return None
+        dims = tuple(shape)[1:]
+        return None if any(d is None for d in dims) else int(np.prod(dims, dtype=int))
+
+    units = count(summary_mean.shape)
+    if units is None:
+        try:
+            outputs, names = model.outputs, list(model.output_names)
+        except (AttributeError, ValueError):  # a subclassed model
+            return None
+        if outputs and len(outputs) == len(names) and name in names:
+            units = count(outputs[names.index(name)].shape)
+    return units
+
+
+def outputs(owner, summary, conformal, heads, seed, model):
     """The conformal keys to add to a Monte Carlo signature's outputs.
 
     Args:
@@ -91,6 +112,9 @@ def outputs(owner, summary, conformal, heads, seed):
         seed: the request's scalar int64 seed (the `seed` output), for the
             uniforms of randomized scores (`uniforms(seed, N, i)` for the
             i-th SplitConformal).
+        model: the exported model (its output shapes: a SplitConformal
+            fitted on another number of classes is an error at export; where
+            the shapes are unknown, at serving time).
 
     Returns:
         A dict: `set` (bool, (N, K)) for a classification output,
@@ -104,7 +128,8 @@ def outputs(owner, summary, conformal, heads, seed):
     ops = _tf_ops()
     out = {}
     for index, cp in enumerate(conformal):
-        head = heads[_head_index(owner, cp, heads)]
+        position = _head_index(owner, cp, heads)
+        head = heads[position]
         prefix = "" if len(heads) == 1 else f"{output_key(head.name)}_"
         if head.task != cp.task:
             raise v.invalid_value(owner, "conformal", f"a {head.task} method for "
@@ -113,17 +138,23 @@ def outputs(owner, summary, conformal, heads, seed):
         m = tf.cast(mean, tf.float64)
         q = tf.constant(cp.quantiles, tf.float64)
         if cp.task == "classification":
-            p = tf.reshape(m, tf.stack([tf.shape(m)[0], -1]))
-            p = tf.clip_by_value(p, 0.0, 1.0)  # as the host's check does
-            if p.shape[-1] == 1:  # one sigmoid unit: the classes [1 - p, p]
+            units = 1 if head.activation == "sigmoid" else cp.num_classes
+            known = _units(model, head.name, mean)
+            if known is not None and known != units:
+                raise v.invalid_value(
+                    owner, "conformal", f"a SplitConformal fitted on "
+                    f"{2 if known == 1 else known} classes for output {head.name!r}",
+                    v.Shown(f"a SplitConformal fitted on {cp.num_classes} classes"))
+            if known is None:  # checked when served
+                tf.debugging.assert_equal(
+                    tf.reduce_prod(tf.shape(m)[1:]), units, message=(
+                        f"kreg.export: the output {head.name!r} has another number "
+                        f"of classes than the SplitConformal ({cp.num_classes})"))
+            p = tf.clip_by_value(tf.reshape(m, [-1, units]), 0.0, 1.0)  # as the host
+            if units == 1:  # one sigmoid unit: the classes [1 - p, p]
                 p = tf.concat([1.0 - p, p], axis=-1)
             else:
                 p = p / tf.reduce_sum(p, axis=-1, keepdims=True)
-            if p.shape[-1] is not None and p.shape[-1] != cp.num_classes:
-                raise v.invalid_value(
-                    owner, "conformal", f"a SplitConformal fitted on "
-                    f"{p.shape[-1]} classes for output {head.name!r}",
-                    f"{cp.num_classes} classes")
             u = uniforms(seed, tf.shape(p)[0], index) if cp.randomized else None
             scores = _scores.label_scores(p, cp.method, u=u, ops=ops, **cp.score_kwargs)
             out[prefix + "set"] = _scores.in_set(scores, q)

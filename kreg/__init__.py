@@ -15,6 +15,7 @@ naming the `pip install` to run.
 from kreg import acquisition
 from kreg import calibration
 from kreg import callbacks
+from kreg import conformal
 from kreg import distribute
 from kreg import errors
 from kreg import initializers
@@ -34,6 +35,7 @@ __all__ = [
     "acquisition",
     "calibration",
     "callbacks",
+    "conformal",
     "convert_dropout",
     "distribute",
     "errors",

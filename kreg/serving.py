@@ -190,7 +190,8 @@ def _rows_per_pass(max_batch, mc_samples):
 
 
 def _endpoints(model, mc_samples, task, input_signature=None, *, temperature=None,
-               from_logits=None, max_batch=None, joint=False, augment=False):
+               from_logits=None, max_batch=None, joint=False, augment=False,
+               conformal=None):
     """The Python functions behind the three signatures, and the input specs.
 
     Returns `({"serve": f, "serve_mc": f, "serve_mc_seeded": f}, specs)`:
@@ -254,6 +255,10 @@ def _endpoints(model, mc_samples, task, input_signature=None, *, temperature=Non
         else:
             out = _chunked(x, rows[0], rows_per_pass,
                            lambda xc, i: chunk(xc, user, high, i))
+        if conformal:  # kreg.conformal: sets / intervals from the summaries
+            from kreg.conformal import _tf as conformal_tf
+            out.update(conformal_tf.outputs(OWNER, out, conformal, plan.heads, seed,
+                                            model))
         out["seed"] = tf.fill(rows, seed)
         return out
 
@@ -331,7 +336,7 @@ def _chunked(x, n, rows, fn):
 
 def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
            verbose=False, overwrite=False, temperature=None, from_logits=None,
-           max_batch=DEFAULT_MAX_BATCH, joint=False, augment=False):
+           max_batch=DEFAULT_MAX_BATCH, joint=False, augment=False, conformal=None):
     """Write a TensorFlow SavedModel with deterministic and Monte Carlo signatures.
 
     The SavedModel (written by `keras.export.ExportArchive`) runs without
@@ -406,6 +411,15 @@ def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
             (stateless random draws, image transforms) are TensorFlow ops
             and go into the SavedModel like the dropout masks; `serve` stays
             `model.predict`.
+        conformal: None (default), a fitted `kreg.conformal.SplitConformal`
+            or a list of them (one per output, chosen by their `output`).
+            The Monte Carlo signatures also return its prediction sets
+            (`set`, bool (N, K)) or intervals (`lower`, `upper`), computed
+            in the graph from the served `mean` (and `std`), prefixed
+            `<output>_` for a model with several outputs. Fit it on what
+            the signature serves (the same `mc_samples`, `temperature`).
+            Randomized APS/RAPS draw their uniforms from the request's seed
+            (`serve_mc_seeded` replays a `serve_mc` call's sets).
 
     Returns:
         None. The SavedModel is written to `path`.
@@ -456,12 +470,16 @@ def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
     augment = v.check_bool(OWNER, "augment", augment)
     if not isinstance(temperature, (list, tuple, dict)):
         check_temperature_value(OWNER)(temperature)
+    if conformal is not None:
+        from kreg.conformal import _tf as conformal_tf
+        conformal = conformal_tf.check(OWNER, conformal)
 
     import tensorflow as tf
 
     endpoints, specs = _endpoints(model, mc_samples, task, input_signature,
                                   temperature=temperature, from_logits=from_logits,
-                                  max_batch=max_batch, joint=joint, augment=augment)
+                                  max_batch=max_batch, joint=joint, augment=augment,
+                                  conformal=conformal)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serve", endpoints["serve"], specs)

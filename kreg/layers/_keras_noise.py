@@ -70,15 +70,18 @@ def kreg_twin(layer, *, gaussian_noise=True, subclasses=True):
     """
     if not subclasses and type(layer).__module__.split(".")[0] != "keras":
         return None
-    kw = {"seed": layer.seed, "name": layer.name, "dtype": layer.dtype_policy}
+
+    def kw():
+        return {"seed": layer.seed, "name": layer.name, "dtype": layer.dtype_policy}
+
     if isinstance(layer, keras.layers.GaussianDropout):
-        return GaussianDropout(layer.rate, **kw)
+        return GaussianDropout(layer.rate, **kw())
     if gaussian_noise and isinstance(layer, keras.layers.GaussianNoise):
-        return GaussianNoise(layer.stddev, **kw)
+        return GaussianNoise(layer.stddev, **kw())
     if isinstance(layer, _SPATIAL):
-        return Dropout(layer.rate, noise_shape=spatial_noise_shape(layer), **kw)
+        return Dropout(layer.rate, noise_shape=spatial_noise_shape(layer), **kw())
     if isinstance(layer, keras.layers.Dropout):
-        return Dropout(layer.rate, noise_shape=layer.noise_shape, **kw)
+        return Dropout(layer.rate, noise_shape=layer.noise_shape, **kw())
     return None
 
 

@@ -382,7 +382,7 @@ def _chunked(x, n, rows, fn):
 
 def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
            verbose=False, overwrite=False, temperature=None, from_logits=None,
-           max_batch=DEFAULT_MAX_BATCH, joint=False, augment=False):
+           max_batch=DEFAULT_MAX_BATCH, joint=False, augment=False, moments=False):
     """Write a TensorFlow SavedModel with deterministic and Monte Carlo signatures.
 
     The SavedModel (written by `keras.export.ExportArchive`) runs without
@@ -457,6 +457,11 @@ def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
             (stateless random draws, image transforms) are TensorFlow ops
             and go into the SavedModel like the dropout masks; `serve` stays
             `model.predict`.
+        moments: bool, default False. Also write a `serve_moments(x)`
+            signature: `kreg.MomentPredictor(model, task=task,
+            from_logits=from_logits)` in one deterministic pass (keys `mean`,
+            `std` and, for classifiers, `entropy` and `mutual_information`;
+            see `kreg.mc.moments.moments_endpoint` and docs/moments.md).
 
     Returns:
         None. The SavedModel is written to `path`.
@@ -507,6 +512,7 @@ def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
     augment = v.check_bool(OWNER, "augment", augment)
     if not isinstance(temperature, (list, tuple, dict)):
         check_temperature_value(OWNER)(temperature)
+    moments = v.check_bool(OWNER, "moments", moments)
 
     import tensorflow as tf
 
@@ -519,6 +525,11 @@ def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
     archive.add_endpoint("serve_mc", endpoints["serve_mc"], specs)
     archive.add_endpoint("serve_mc_seeded", endpoints["serve_mc_seeded"],
                          specs + [tf.TensorSpec([], tf.int64, name="seed")])
+    if moments:  # analytic moment propagation (kreg.mc.moments)
+        from kreg.mc.moments import moments_endpoint
+
+        archive.add_endpoint("serve_moments", moments_endpoint(
+            model, task=task, from_logits=from_logits), specs)
     if os.path.isdir(path) and os.listdir(path):  # a SavedModel, overwrite=True
         shutil.rmtree(path)
     archive.write_out(path, verbose=verbose)

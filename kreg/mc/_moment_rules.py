@@ -131,12 +131,23 @@ def _leaky(m, alpha):
     return Moments(out_mean, ops.maximum(out2 - out_mean * out_mean, 0.0))
 
 
+def normal_cdf(z):
+    """The standard normal CDF (elementwise)."""
+    return _Phi(z)
+
+
+def quadrature_nodes(like):
+    """Gauss-Hermite nodes z_k and weights w_k with E[f(Z)] ~ sum_k w_k f(z_k),
+    Z ~ N(0, 1), shaped (nodes, 1, ...) to broadcast against `like`."""
+    shape = (QUADRATURE_NODES,) + (1,) * len(like.shape)
+    x = ops.reshape(ops.convert_to_tensor(_GH_X * math.sqrt(2.0), like.dtype), shape)
+    w = ops.reshape(ops.convert_to_tensor(_GH_W / math.sqrt(math.pi), like.dtype), shape)
+    return x, w
+
+
 def quadrature(fn, m):
     """Moments of fn(a), a ~ N(m.mean, m.var), by Gauss-Hermite quadrature."""
-    rank = len(m.mean.shape)
-    shape = (QUADRATURE_NODES,) + (1,) * rank
-    x = ops.reshape(ops.convert_to_tensor(_GH_X * math.sqrt(2.0), m.mean.dtype), shape)
-    w = ops.reshape(ops.convert_to_tensor(_GH_W / math.sqrt(math.pi), m.mean.dtype), shape)
+    x, w = quadrature_nodes(m.mean)
     a = m.mean[None] + _std(m.var)[None] * x
     lead = ops.shape(a)
     y = ops.reshape(fn(ops.reshape(a, (-1,) + tuple(lead[2:]))), lead)

@@ -105,6 +105,18 @@ def _data(name):
     from sklearn import datasets
     from sklearn.model_selection import train_test_split
 
+    if name == "demo_digits":  # the demo's split and scaling (kreg.demo.data)
+        from kreg.demo.data import load_data
+
+        d = load_data("digits")
+        return d.x_train, d.x_test, d.y_train, d.y_test
+    if name == "sin":  # notebook 06's 1-D regression; tested on [-6, 6]
+        rng = np.random.default_rng(0)
+        x = np.concatenate([rng.uniform(-1.0, -0.2, 20), rng.uniform(0.3, 1.0, 20)])
+        x = x.astype("float32")[:, None]
+        y = (np.sin(3 * x) + 0.1 * rng.standard_normal(x.shape)).astype("float32")
+        grid = np.linspace(-6, 6, 200, dtype="float32")[:, None]
+        return x, grid, y.ravel(), np.sin(3 * grid).ravel().astype("float32")
     if name == "digits":
         x, y = datasets.load_digits(return_X_y=True)
         x = (x / 16.0).astype("float32")
@@ -141,6 +153,18 @@ def _networks(quick):
             D(64, activation="relu"), drop(0.5), D(10, activation="softmax")]),
          "digits", "sparse_categorical_crossentropy", 20),
     ]
+    nets.append(("notebook 06 sin regression 1-128-128-1, p=0.2", keras.Sequential([
+        keras.Input((1,)), D(128, activation="relu"), drop(0.2),
+        D(128, activation="relu"), drop(0.2), D(1)]), "sin", "mse", 300))
+    from kreg.demo.config import CONFIGS
+    from kreg.demo.config import TECHNIQUES
+    from kreg.demo.experiment import build_model
+
+    for tech in TECHNIQUES:
+        if tech.dropout or tech.dropconnect:  # the demo's three stochastic networks
+            nets.append((f"demo digits: {tech.label}", build_model(
+                tech, CONFIGS["digits"], 64, 10), "demo_digits",
+                "sparse_categorical_crossentropy", CONFIGS["digits"].quick_epochs))
     if quick:
         nets = [(n, m, d, loss, max(5, e // 4)) for n, m, d, loss, e in nets]
     return nets

@@ -335,6 +335,20 @@ def test_layer_norm_and_conv_stay_near_mc():
     assert np.all((ratio > 0.5) & (ratio < 2.0))
 
 
+def test_the_deterministic_prefix_runs_as_plain_layers():
+    """Layers before the noise (an Embedding, a Lambda) need no rule."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,), dtype="int32"), keras.layers.Embedding(10, 4),
+                              keras.layers.Lambda(lambda t: t * 2.0), keras.layers.Flatten(),
+                              kreg.layers.Dropout(0.5), D(1, name="out")])
+    x = np.array([[1, 2, 3], [4, 5, 9]], "int32")
+    pred = kreg.MomentPredictor(model).predict(x)
+    h = keras.ops.convert_to_numpy(keras.Sequential(model.layers[:3])(x)).astype("float64")
+    w, b = _weights(model, "out")
+    np.testing.assert_allclose(pred.mean, h @ w + b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(pred.variance, (h * h) @ (w * w), rtol=1e-4, atol=1e-6)
+
+
 def test_spatial_dropout_marginals_are_exact():
     model = keras.Sequential([keras.Input((3, 4)), keras.layers.SpatialDropout1D(0.5),
                               keras.layers.Flatten()])

@@ -107,13 +107,13 @@ def _Phi(z):
     return 0.5 * (1.0 + ops.erf(z / math.sqrt(2.0)))
 
 
-def _std(var):
+def std(var):
     return ops.sqrt(ops.maximum(var, 1e-12))
 
 
 def relu_moments(mean, var):
     """E[relu(a)] and E[relu(a)^2] for a ~ N(mean, var) (Frey & Hinton 1999)."""
-    s = _std(var)
+    s = std(var)
     z = mean / s
     cdf, pdf = _Phi(z), _phi(z)
     first = mean * cdf + s * pdf
@@ -148,7 +148,7 @@ def quadrature_nodes(like):
 def quadrature(fn, m):
     """Moments of fn(a), a ~ N(m.mean, m.var), by Gauss-Hermite quadrature."""
     x, w = quadrature_nodes(m.mean)
-    a = m.mean[None] + _std(m.var)[None] * x
+    a = m.mean[None] + std(m.var)[None] * x
     lead = ops.shape(a)
     y = ops.reshape(fn(ops.reshape(a, (-1,) + tuple(lead[2:]))), lead)
     first = ops.sum(w * y, axis=0)
@@ -159,7 +159,7 @@ def quadrature(fn, m):
 def clark_max(a, b):
     """Moments of max(x, y), x ~ a and y ~ b independent (Clark 1961)."""
     va, vb = a.variance(), b.variance()
-    theta = _std(va + vb)
+    theta = std(va + vb)
     alpha = (a.mean - b.mean) / theta
     cdf, cdf_neg, pdf = _Phi(alpha), _Phi(-alpha), _phi(alpha)
     first = a.mean * cdf + b.mean * cdf_neg + theta * pdf

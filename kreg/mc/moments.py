@@ -174,7 +174,7 @@ def _logit_samples(m, activation, eps):
         z = mean[None] + ops.einsum("sc,ndc->snd", eps, chol)
     else:
         shape = (eps.shape[0],) + (1,) * (len(mean.shape) - 1) + (mean.shape[-1],)
-        z = mean[None] + rules._std(m.variance())[None] * ops.reshape(eps, shape)
+        z = mean[None] + rules.std(m.variance())[None] * ops.reshape(eps, shape)
     if activation == "softmax":
         return ops.softmax(z, axis=-1)
     return ops.sigmoid(z)
@@ -203,7 +203,7 @@ def _sigmoid_statistics(m, kind):
     `E[p]`, `Var[p]`, the expected entropy `E[H(p)]`, and the variation ratio
     `min(P(z > 0), P(z < 0))`.
     """
-    mean, std = m.mean, rules._std(m.variance())
+    mean, std = m.mean, rules.std(m.variance())
     nodes, weights = rules.quadrature_nodes(mean)
     p = ops.sigmoid(mean[None] + std[None] * nodes)
     pm = ops.sum(weights * p, axis=0)

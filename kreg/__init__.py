@@ -23,6 +23,8 @@ from kreg import layers
 from kreg import regularizers
 from kreg.mc import MCPrediction
 from kreg.mc import MCPredictor
+from kreg.mc import MomentPrediction
+from kreg.mc import MomentPredictor
 from kreg.mc import convert_dropout
 from kreg.saving import load_model
 from kreg.serving import export
@@ -32,6 +34,8 @@ __version__ = "0.1.0"
 __all__ = [
     "MCPrediction",
     "MCPredictor",
+    "MomentPrediction",
+    "MomentPredictor",
     "acquisition",
     "calibration",
     "callbacks",

@@ -336,7 +336,8 @@ def _chunked(x, n, rows, fn):
 
 def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
            verbose=False, overwrite=False, temperature=None, from_logits=None,
-           max_batch=DEFAULT_MAX_BATCH, joint=False, augment=False, conformal=None):
+           max_batch=DEFAULT_MAX_BATCH, joint=False, augment=False, conformal=None,
+           moments=False):
     """Write a TensorFlow SavedModel with deterministic and Monte Carlo signatures.
 
     The SavedModel (written by `keras.export.ExportArchive`) runs without
@@ -420,6 +421,11 @@ def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
             the signature serves (the same `mc_samples`, `temperature`).
             Randomized APS/RAPS draw their uniforms from the request's seed
             (`serve_mc_seeded` replays a `serve_mc` call's sets).
+        moments: bool, default False. Also write a `serve_moments(x)`
+            signature: `kreg.MomentPredictor(model, task=task,
+            from_logits=from_logits)` in one deterministic pass (keys `mean`,
+            `std` and, for classifiers, `entropy` and `mutual_information`;
+            see `kreg.mc.moments.moments_endpoint` and docs/moments.md).
 
     Returns:
         None. The SavedModel is written to `path`.
@@ -473,6 +479,7 @@ def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
     if conformal is not None:
         from kreg.conformal import _tf as conformal_tf
         conformal = conformal_tf.check(OWNER, conformal)
+    moments = v.check_bool(OWNER, "moments", moments)
 
     import tensorflow as tf
 
@@ -486,6 +493,11 @@ def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
     archive.add_endpoint("serve_mc", endpoints["serve_mc"], specs)
     archive.add_endpoint("serve_mc_seeded", endpoints["serve_mc_seeded"],
                          specs + [tf.TensorSpec([], tf.int64, name="seed")])
+    if moments:  # analytic moment propagation (kreg.mc.moments)
+        from kreg.mc.moments import moments_endpoint
+
+        archive.add_endpoint("serve_moments", moments_endpoint(
+            model, task=task, from_logits=from_logits), specs)
     if os.path.isdir(path) and os.listdir(path):  # a SavedModel, overwrite=True
         shutil.rmtree(path)
     archive.write_out(path, verbose=verbose)

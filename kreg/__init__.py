@@ -6,7 +6,7 @@
 `kreg.export` writes a TensorFlow SavedModel with deterministic and Monte
 Carlo serving signatures (module `kreg.serving`).
 
-`import kreg` needs only Keras (with any backend), NumPy and SciPy.
+`import kreg` needs only Keras (with any backend) and NumPy.
 `kreg.export` and `kreg.distribute` need TensorFlow (extra `kreg[tensorflow]`)
 and `kreg demo` needs `kreg[demo]`; without them they fail with one line
 naming the `pip install` to run.
@@ -15,6 +15,7 @@ naming the `pip install` to run.
 from kreg import acquisition
 from kreg import calibration
 from kreg import callbacks
+from kreg import conformal
 from kreg import distribute
 from kreg import errors
 from kreg import initializers
@@ -34,6 +35,7 @@ __all__ = [
     "acquisition",
     "calibration",
     "callbacks",
+    "conformal",
     "convert_dropout",
     "distribute",
     "errors",

@@ -27,6 +27,9 @@ PRIVATE_APIS = (
     "keras.metrics.Metric._direction",
     "keras.src.utils.io_utils.print_msg",
     "keras.src.export.export_utils.get_input_signature / make_tf_tensor_spec",
+    "keras.Layer._build_at_init",
+    "keras.random.SeedGenerator._initial_seed",
+    "torch._dynamo.disable",
 )
 
 
@@ -118,6 +121,67 @@ def make_tf_tensor_spec(spec):
     return _private("keras.src.export.export_utils", "make_tf_tensor_spec")(spec)
 
 
+# -- Appended for `kreg.convert_dropout` (issue 25): a layer's whole state,
+# and the keyword arguments of a Functional graph's calls.
+PRIVATE_APIS += (
+    "keras.src.saving.saving_lib._save_state / _load_state / H5IOStore / DiskIOStore",
+    "keras.src.ops.node.Node.arguments",
+    "keras.layers.Lambda._output_shape",
+)
+
+
+def copy_layer_state(source, target):
+    """Carry `source`'s whole state to `target`, as a `.keras` save and load do.
+
+    That is every variable (`save_own_variables` / `load_own_variables`,
+    so a layer's own hook such as `Normalization.finalize_state` runs) and
+    every asset (`save_assets` / `load_assets`: the vocabularies of
+    `StringLookup`, `IntegerLookup` and `TextVectorization`), of the layer
+    and of every sublayer it tracks. `target` must be a built layer of the
+    same structure (a clone from `get_config`). Nothing touches the disk but
+    a temporary folder for the assets, removed on return.
+    """
+    import io
+    import warnings
+    from contextlib import closing
+
+    module = "keras.src.saving.saving_lib"
+    save_state = _private(module, "_save_state")
+    load_state = _private(module, "_load_state")
+    h5_store = _private(module, "H5IOStore")
+    disk_store = _private(module, "DiskIOStore")
+    buffer = io.BytesIO()
+    assets = disk_store("assets", mode="w")
+    # Keras's own deprecation notices (h5py, NumPy 2) are not the user's.
+    with warnings.catch_warnings(), closing(assets):
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with closing(h5_store(buffer, mode="w")) as weights:
+            save_state(source, weights_store=weights, assets_store=assets,
+                       inner_path="", visited_saveables=set())
+        with closing(h5_store(buffer, mode="r")) as weights:
+            load_state(target, weights_store=weights,
+                       assets_store=disk_store(assets.working_dir, mode="r"),
+                       inner_path="", visited_saveables=set())
+
+
+def node_call_kwargs(node):
+    """The keyword arguments a Functional graph's node was called with
+    (e.g. `{"training": True}` for `Dropout(0.5)(x, training=True)`)."""
+    arguments = getattr(node, "arguments", None)
+    kwargs = getattr(arguments, "kwargs", None)
+    if kwargs is None:
+        raise _missing("Node.arguments.kwargs")
+    return dict(kwargs)
+
+
+def lambda_output_shape(layer):
+    """The `output_shape` a `keras.layers.Lambda` was built with (a shape,
+    a callable or None), as given, not as its config serializes it."""
+    if not isinstance(layer, keras.layers.Lambda) or not hasattr(layer, "_output_shape"):
+        raise _missing("Lambda._output_shape")
+    return layer._output_shape
+
+
 def set_instance_method(obj, name, function):
     """Make `obj.name` resolve to `function` (an instance attribute).
 
@@ -140,10 +204,43 @@ def restore_instance_method(obj, name, previous):
         object.__setattr__(obj, name, previous)
 
 
-def forces_training(node):
-    """True when a Functional node's layer was called with `training=True`."""
-    arguments = getattr(node, "arguments", None)
-    kwargs = getattr(arguments, "kwargs", None)
-    if kwargs is None:
-        raise _missing("Node.arguments.kwargs")
-    return kwargs.get("training") is True
+def build_at_init(layer):
+    """Mark a layer without weights as built at construction, as Keras's own
+    layers do (`Layer._build_at_init`: built only when `build` is Keras's)."""
+    method = getattr(layer, "_build_at_init", None)
+    if method is None:
+        raise _missing("Layer._build_at_init")
+    method()
+
+
+class FixedSeed(keras.random.SeedGenerator):
+    """A seed "generator" that always returns one given seed tensor.
+
+    `keras.random.*` takes an int or a `SeedGenerator` as `seed` (on
+    TensorFlow), so a seed computed at run time is wrapped in this. It skips
+    `SeedGenerator.__init__` on purpose (that would create a state variable)
+    and sets the private `_initial_seed` instead: Keras's torch backend takes
+    an unseeded fast path when a generator's `_initial_seed` is None, and this
+    one is always seeded. Subclasses may override `next`.
+
+    Args:
+        seed_tensor: an integer tensor of shape (2,), the seed to return.
+    """
+
+    def __init__(self, seed_tensor):  # noqa: D107 - no super().__init__ on purpose
+        self._seed_tensor = seed_tensor
+        self._initial_seed = seed_tensor
+
+    def next(self, ordered=True):
+        return self._seed_tensor
+
+
+def torch_compile_disable(function):
+    """`function`, left out of `torch.compile`'s tracing (`torch._dynamo.disable`)."""
+    import torch
+
+    try:
+        disable = torch._dynamo.disable
+    except AttributeError as error:
+        raise _missing("torch._dynamo.disable", error) from error
+    return disable(function)

@@ -10,12 +10,25 @@ variable.
 import keras
 
 
-def compile_inference(fn, variables):
-    """Return a compiled version of `fn(*args)` that reads `variables`."""
+def compile_inference(fn, variables, batch_args=()):
+    """Return a compiled version of `fn(*args)` that reads `variables`.
+
+    Args:
+        fn: the function; its arguments are tensors or nested structures of
+            tensors.
+        variables: the variables it reads.
+        batch_args: tuple of ints, default (). The positions of the arguments
+            whose tensors have a leading batch axis of varying size. On
+            TensorFlow these are traced once with that axis unknown, so calls
+            with other batch sizes reuse the trace (no retracing, and no
+            TensorFlow retracing warning); other backends compile per shape.
+    """
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
+        if batch_args:
+            return _tensorflow_batch_polymorphic(fn, batch_args)
         return tf.function(fn, reduce_retracing=True, jit_compile=False)
     if backend == "jax":
         import jax
@@ -38,3 +51,30 @@ def compile_inference(fn, variables):
 
         return run
     return fn
+
+
+def _tensorflow_batch_polymorphic(fn, batch_args):
+    """`tf.function(fn)` traced once per argument structure, batch axes unknown."""
+    import tensorflow as tf
+
+    functions = {}
+
+    def spec(tensor, relax):
+        shape = tensor.shape
+        if relax and shape.rank:
+            shape = tf.TensorShape([None]).concatenate(shape[1:])
+        return tf.TensorSpec(shape, tensor.dtype)
+
+    def call(*args):
+        args = tf.nest.map_structure(tf.convert_to_tensor, args)
+        specs = tuple(tf.nest.map_structure(lambda t, i=i: spec(t, i in batch_args), a)
+                      for i, a in enumerate(args))
+        key = (repr(tf.nest.map_structure(lambda _: 0, args)),
+               tuple(tf.nest.flatten(specs)))
+        function = functions.get(key)
+        if function is None:
+            function = functions[key] = tf.function(fn, input_signature=specs,
+                                                    jit_compile=False)
+        return function(*args)
+
+    return call

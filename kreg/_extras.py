@@ -1,14 +1,19 @@
 """kreg's optional extras: a one-line error when one is needed and missing.
 
-The core (`pip install kreg`) is Keras, NumPy and SciPy with any Keras
-backend. Three parts need more, each an extra: `kreg.export` and
+The core (`pip install kreg`) is Keras and NumPy with any Keras backend.
+Three parts need more, each an extra: `kreg.export` and
 `kreg.distribute` need TensorFlow (`kreg[tensorflow]`, or the
 `tensorflow-cpu` build), `kreg demo` needs scikit-learn and matplotlib
 (`kreg[demo]`). Their imports stay inside the functions that use them, so
-`import kreg` works without any of them.
+`import kreg` works without any of them. The TensorFlow-only parts also need
+the TensorFlow backend: `require_tensorflow_backend` gives their one error.
 """
 
 import importlib.util
+
+import keras
+
+from kreg import _validation as v
 
 
 class MissingExtraError(ModuleNotFoundError):
@@ -46,3 +51,24 @@ def require(owner, extra, packages):
 def require_tensorflow(owner):
     """`require(owner, "tensorflow", ...)`: TensorFlow (any of its builds)."""
     require(owner, "tensorflow", (("tensorflow", "TensorFlow"),))
+
+
+def require_tensorflow_backend(owner, reason):
+    """Raise unless Keras runs on the TensorFlow backend: kreg's one error.
+
+    Without TensorFlow installed: `MissingExtraError` (`require_tensorflow`),
+    for `owner` as a `kreg.` name. With it, on another backend: kreg's
+    ValueError for the argument `backend`.
+
+    Args:
+        owner: str, the public function (`"export"`, `"kreg.distribute.train"`).
+        reason: str, why it is TensorFlow-only (`"it is built on tf.distribute"`).
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    require_tensorflow(owner if owner.startswith("kreg.") else f"kreg.{owner}")
+    raise v.invalid_value(
+        owner, "backend",
+        f"the TensorFlow backend ({reason}; set KERAS_BACKEND=tensorflow)",
+        backend)

@@ -17,6 +17,8 @@ the same with `numpy.exceptions.AxisError(ValueError, IndexError)`. The public
 name is `kreg.errors.ArgumentTypeError`.
 """
 
+import collections.abc
+import inspect
 import math
 import numbers
 
@@ -58,15 +60,18 @@ _WHOLE = object()
 
 def invalid_type(owner, name, expected, value, *, element=_WHOLE):
     """The wrong-type error; `element` names the bad item of a sequence."""
-    if element is _WHOLE:
+    if isinstance(value, Shown):  # already a description, not the value
+        suffix = ""
+    elif element is _WHOLE:
         suffix = f" (of type {type(value).__name__})"
     else:
         suffix = f" (element {element!r} of type {type(element).__name__})"
     return ArgumentTypeError(error_message(owner, name, expected, value) + suffix)
 
 
-def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+def is_real(value):
+    """A real number that is not a bool (NumPy scalars included)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def check_float(
@@ -87,7 +92,7 @@ def check_float(
             lo = "-inf" if low is None else _fmt(low)
             hi = "inf" if high is None else _fmt(high)
             expected = f"a float in {left}{lo}, {hi}{right}"
-    if not _is_real(value):
+    if not is_real(value):
         raise invalid_type(owner, name, expected, value)
     value = float(value)
     if not math.isfinite(value):
@@ -119,6 +124,43 @@ def check_int(owner, name, value, *, low=None, high=None, allow_none=False):
     return value
 
 
+def check_count(owner, name, value, low, *, allow_none=False):
+    """An integer >= low; a whole-number float (5.0) is accepted, as Keras
+    accepts it; 5.5 is refused (Keras would silently round it up)."""
+    if allow_none and value is None:
+        return None
+    expected = f"an integer >= {low}" + (" or None" if allow_none else "")
+    if is_real(value) and not isinstance(value, numbers.Integral):
+        value = float(value)
+        if not value.is_integer():
+            raise invalid_value(
+                owner, name, expected + " (a whole-number float such as 5.0 "
+                "is accepted)", value)
+    elif not isinstance(value, numbers.Integral) or \
+            isinstance(value, (bool, np.bool_)):
+        raise invalid_type(owner, name, expected, value)
+    value = int(value)
+    if value < low:
+        raise invalid_value(owner, name, expected, value)
+    return value
+
+
+def check_optional_float(owner, name, value):
+    """None, or a finite real number (returned as float)."""
+    if value is None:
+        return None
+    return check_float(owner, name, value, expected="a finite float or None")
+
+
+def check_name(owner, name, value):
+    """A non-empty string (a metric or log key)."""
+    if not isinstance(value, str):
+        raise invalid_type(owner, name, "a non-empty string", value)
+    if not value:
+        raise invalid_value(owner, name, "a non-empty string", value)
+    return value
+
+
 def check_option(owner, name, value, options):
     """Validate that `value` is one of the accepted option strings."""
     expected = "one of " + ", ".join(repr(o) for o in options)
@@ -133,6 +175,53 @@ def check_bool(owner, name, value):
     if not isinstance(value, bool):
         raise invalid_type(owner, name, "a bool", value)
     return value
+
+
+def check_flag(owner, name, value):
+    """A bool (a NumPy bool is accepted and converted)."""
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return check_bool(owner, name, value)
+
+
+# The hooks Keras calls (`on_epoch_end(epoch, logs)` ...) are public methods
+# too: scripts and tests drive them by hand, so they check `epoch` and `logs`
+# like any other argument.
+def check_logs(owner, logs):
+    """None (read as {}) or a mapping of epoch logs."""
+    if logs is None:
+        return {}
+    if not isinstance(logs, collections.abc.Mapping):
+        raise invalid_type(owner, "logs", "None or a dict of epoch logs", logs)
+    return logs
+
+
+def check_epoch(owner, epoch):
+    """An epoch index: an integer >= 0."""
+    if isinstance(epoch, (bool, np.bool_)) or \
+            not isinstance(epoch, numbers.Integral):
+        raise invalid_type(owner, "epoch", "an integer >= 0", epoch)
+    if epoch < 0:
+        raise invalid_value(owner, "epoch", "an integer >= 0", epoch)
+    return int(epoch)
+
+
+def check_config(cls, config):
+    """A `get_config()` dict for `cls`: a mapping whose keys are arguments
+    of `cls.__init__`. Returns it as a dict."""
+    owner = f"{cls.__name__}.from_config"
+    if not isinstance(config, collections.abc.Mapping):
+        raise invalid_type(owner, "config", "a dict from get_config()", config)
+    params = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD
+               for p in params.values()):
+        unknown = sorted(map(str, set(config) - set(params) - {"self"}))
+        if unknown:
+            raise invalid_value(
+                owner, "config",
+                f"a dict from get_config() (unknown keys: {unknown})",
+                dict(config))
+    return dict(config)
 
 
 def check_seed(owner, value):

@@ -28,9 +28,9 @@ All scores are in nats, computed in float64 with NumPy.
 import numpy as np
 
 from kreg import _validation as v
+from kreg._entropy import categorical_entropy
+from kreg._entropy import xlogx
 from kreg.mc._inputs import check_indices
-from kreg.mc.metrics import categorical_entropy
-from kreg.mc.metrics import xlogx
 from kreg.mc.prediction import MCPrediction
 
 __all__ = [

@@ -66,6 +66,8 @@ import keras
 import numpy as np
 
 from kreg import _validation as v
+from kreg._entropy import categorical_entropy
+from kreg._entropy import xlogx
 
 __all__ = [
     "apply_temperature",
@@ -135,13 +137,6 @@ def _temper_rows(p, inv_t, xp):
     return e / xp.sum(e, axis=-1, keepdims=True)
 
 
-def _xlogx(p, xp):
-    """p log p with 0 log 0 = 0 (`kreg.mc.metrics.xlogx`)."""
-    from kreg.mc.metrics import xlogx
-
-    return xlogx(p, xp)
-
-
 def _tempered_split(samples, inv_t, sigmoid, xp):
     """The tempered mean and entropy split of samples (S, N, K) (see the module)."""
     s = _two_class(samples, xp) if sigmoid else samples  # (S, N, [K,] C)
@@ -152,8 +147,8 @@ def _tempered_split(samples, inv_t, sigmoid, xp):
                      xp.zeros_like(pbar))
     u = s * xp.expand_dims(ratio, 0)
     r = xp.sum(u, axis=-1, keepdims=True)
-    entropy = -xp.sum(_xlogx(q, xp), axis=-1)
-    expected = xp.mean(xp.sum(_xlogx(r, xp), axis=-1) - xp.sum(_xlogx(u, xp), axis=-1),
+    entropy = categorical_entropy(q, xp=xp)
+    expected = xp.mean(xp.sum(xlogx(r, xp), axis=-1) - xp.sum(xlogx(u, xp), axis=-1),
                        axis=0)
     # sum_t a_t (q_t - q)^2 = (1/S) sum_t (u_t - r_t q)^2 / r_t (a_t = 0 if r_t = 0)
     spread = xp.square(u - r * xp.expand_dims(q, 0))
@@ -423,7 +418,9 @@ def tempered_uncertainty_ops(samples, temperature, *, activation="softmax"):
     Args:
         samples: tensor (S, N, C) (softmax) or (S, N, K) (sigmoid) of
             probabilities.
-        temperature: float > 0 (a Python number; it becomes a constant).
+        temperature: float > 0 (a Python number; it becomes a constant), or
+            a scalar tensor (a value of the graph, not checked: one traced
+            function serves every temperature).
         activation: `"softmax"` (default) or `"sigmoid"`.
 
     Returns:
@@ -441,8 +438,11 @@ def tempered_uncertainty_ops(samples, temperature, *, activation="softmax"):
     """
     owner = "tempered_uncertainty_ops"
     activation = _check_activation(owner, activation)
-    inv_t = 1.0 / _check_temperature(owner, temperature)
     s = keras.ops.convert_to_tensor(samples)
+    if keras.ops.is_tensor(temperature):
+        inv_t = 1.0 / keras.ops.cast(temperature, s.dtype)
+    else:
+        inv_t = 1.0 / _check_temperature(owner, temperature)
     if len(s.shape) != 3:
         raise v.invalid_value(owner, "samples",
                               "a tensor of shape (S, N, C) or (S, N, K)", tuple(s.shape))

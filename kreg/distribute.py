@@ -42,21 +42,15 @@ import warnings
 import keras
 
 from kreg import _validation as v
-from kreg._extras import require_tensorflow
+from kreg._extras import require_tensorflow_backend
 
 __all__ = ["replica_loss", "train"]
 
 
 def _tensorflow(owner):
-    backend = keras.backend.backend()
-    if backend != "tensorflow":
-        # Without TensorFlow: one line naming the extra (MissingExtraError).
-        require_tensorflow(owner)
-        raise RuntimeError(
-            f"{owner} needs the TensorFlow backend (it is built on "
-            f"tf.distribute); the Keras backend is {backend!r}. Set "
-            "KERAS_BACKEND=tensorflow, or train with model.fit: kreg's layers, "
-            "penalties, initializers and callbacks work on every backend.")
+    require_tensorflow_backend(
+        owner, "it is built on tf.distribute; on another backend, train with "
+        "model.fit")
     import tensorflow as tf
 
     return tf

@@ -63,18 +63,16 @@ import keras
 
 from kreg import _compat
 from kreg import _validation as v
-from kreg._extras import require_tensorflow
-from kreg.mc.predictor import DEFAULT_MAX_BATCH
-from kreg.mc.predictor import check_temperature_value
+from kreg._extras import require_tensorflow_backend
+from kreg.layers import _seeds
+from kreg.mc import _stats
+from kreg.mc.plan import DEFAULT_MAX_BATCH
+from kreg.mc.plan import SamplingPlan
+from kreg.mc.plan import check_temperature_value
+from kreg.mc.plan import resolve_temperatures
 
 OWNER = "export"
 SIGNATURES = ("serve", "serve_mc", "serve_mc_seeded")
-# A seed s (mod 2**52) is MCPredictor's seed s mod 2**32 at pass counter
-# s >> 32 (kreg.layers._seeds.encode_seed: 32 seed bits + 20 counter bits), so
-# seeds below 2**52 give distinct streams and s < 2**32 is MCPredictor's
-# first pass with seed=s.
-SEED_BITS = 52
-_USER_BITS = 32
 
 
 def check_tensorflow(owner):
@@ -84,17 +82,7 @@ def check_tensorflow(owner):
     (a ModuleNotFoundError) naming `pip install "kreg[tensorflow]"`; with it,
     on another backend: kreg's ValueError for the argument `backend`.
     """
-    backend = keras.backend.backend()
-    if backend != "tensorflow":
-        require_tensorflow(f"kreg.{owner}")
-        raise ValueError(
-            v.error_message(
-                owner, "backend",
-                "the TensorFlow backend (SavedModel export is TensorFlow-only: "
-                "run with KERAS_BACKEND=tensorflow)",
-                backend,
-            )
-        )
+    require_tensorflow_backend(owner, "SavedModel export is TensorFlow-only")
 
 
 def _input_signature(model, input_signature):
@@ -145,54 +133,21 @@ def _check_shapes(model, specs):
                 [tuple(s.shape.as_list()) for s in given])
 
 
-def _xlogx(p):
-    from kreg.mc.metrics import xlogx
-
-    return xlogx(p, keras.ops)
-
-
 def _summary(samples, task, activation, temperature=None):
     """In-graph mean, std and (classification) entropy split of (T, N, ...).
 
-    With a `temperature`, the numbers of `kreg.MCPrediction(...,
-    temperature=T)`: `kreg.calibration.tempered_uncertainty_ops` on the
-    samples (T, N, C) or (T, N, K), in float64.
+    `kreg.mc._stats.statistics`, as `MCPredictor` computes them (tempered as
+    `MCPredictor(..., temperature=T)` with a `temperature`), in the
+    samples' dtype.
     """
     import tensorflow as tf
 
-    dtype = samples.dtype
-    s = tf.cast(samples, tf.float64)
-    if temperature is not None:
-        from kreg import calibration
-
-        t, n = tf.shape(s)[0], tf.shape(s)[1]
-        flat = tf.reshape(s, tf.stack([t, n, -1]))
-        out = calibration.tempered_uncertainty_ops(flat, temperature,
-                                                   activation=activation)
-        shape = tf.shape(s)[1:]
-        return {"mean": tf.cast(tf.reshape(out["mean"], shape), dtype),
-                "std": tf.cast(tf.reshape(tf.sqrt(out["variance"]), shape), dtype),
-                "entropy": tf.cast(out["entropy"], dtype),
-                "mutual_information": tf.cast(out["mutual_information"], dtype)}
-    mean = tf.reduce_mean(s, axis=0)
-    std = tf.sqrt(tf.reduce_mean(tf.square(s - mean), axis=0))
-    out = {"mean": tf.cast(mean, dtype), "std": tf.cast(std, dtype)}
+    stats = _stats.statistics(samples, _stats.kind_of(task, activation), temperature)
+    out = {"mean": stats["mean"], "std": tf.sqrt(stats["variance"])}
     if task == "classification":
-        t, n = tf.shape(s)[0], tf.shape(s)[1]
-        flat = tf.reshape(s, tf.stack([t, n, -1]))
-        pbar = tf.reduce_mean(flat, axis=0)
-        if activation == "softmax":
-            entropy = -tf.reduce_sum(_xlogx(pbar), axis=-1)
-            expected = tf.reduce_mean(-tf.reduce_sum(_xlogx(flat), axis=-1), axis=0)
-        else:  # sigmoid: independent binary outputs, entropies summed
-            def bern(q):
-                return -(_xlogx(q) + _xlogx(1.0 - q))
-
-            entropy = tf.reduce_sum(bern(pbar), axis=-1)
-            expected = tf.reduce_mean(tf.reduce_sum(bern(flat), axis=-1), axis=0)
-        out["entropy"] = tf.cast(entropy, dtype)
-        out["mutual_information"] = tf.cast(tf.maximum(entropy - expected, 0.0), dtype)
-    return out
+        out["entropy"] = stats["entropy"]
+        out["mutual_information"] = stats["mutual_information"]
+    return {key: tf.cast(value, samples.dtype) for key, value in out.items()}
 
 
 def output_key(name):
@@ -235,7 +190,8 @@ def _rows_per_pass(max_batch, mc_samples):
 
 
 def _endpoints(model, mc_samples, task, input_signature=None, *, temperature=None,
-               from_logits=None, max_batch=None, joint=False, augment=False):
+               from_logits=None, max_batch=None, joint=False, augment=False,
+               conformal=None):
     """The Python functions behind the three signatures, and the input specs.
 
     Returns `({"serve": f, "serve_mc": f, "serve_mc_seeded": f}, specs)`:
@@ -243,11 +199,6 @@ def _endpoints(model, mc_samples, task, input_signature=None, *, temperature=Non
     `specs` (plus a scalar int64 seed for the seeded one).
     """
     import tensorflow as tf
-
-    from kreg.layers._seeds import COUNTER_BITS
-    from kreg.layers._seeds import encode_seed
-    from kreg.mc.plan import SamplingPlan
-    from kreg.mc.predictor import resolve_temperatures
 
     # MCPredictor's plan: the split (prefix computed once), layer streams, heads;
     # it refuses a model in which nothing samples.
@@ -282,11 +233,12 @@ def _endpoints(model, mc_samples, task, input_signature=None, *, temperature=Non
             arg = frontier if len(frontier) > 1 else frontier[0]
         else:
             arg = x
-        # kreg's sampling seed from the user's (see SEED_BITS); pass i of
-        # seed s is pass 0 of seed s + i * 2**32 (MCPredictor's counter),
+        # kreg's sampling seed from the request's (kreg.layers._seeds): pass
+        # i of seed s is pass 0 of seed s + i * 2**32 (MCPredictor's counter),
         # and joint samples do not depend on the pass.
-        counter = high if joint else tf.math.floormod(high + index, 1 << COUNTER_BITS)
-        base = tf.cast(tf.stack(encode_seed(user, counter)), seed_dtype)
+        counter = high if joint else tf.math.floormod(high + index,
+                                                      1 << _seeds.COUNTER_BITS)
+        base = tf.cast(tf.stack(_seeds.encode_seed(user, counter)), seed_dtype)
         samples = plan.sample(split.suffix, arg, base, mc_samples, joint=joint,
                               total_samples=mc_samples,
                               transform=plan.to_probabilities)
@@ -296,15 +248,17 @@ def _endpoints(model, mc_samples, task, input_signature=None, *, temperature=Non
                           resolve_temperatures(OWNER, heads, temperature))
 
     def mc(x, seed):
-        user = tf.math.floormod(seed, 1 << _USER_BITS)
-        high = tf.math.floormod(tf.bitwise.right_shift(seed, _USER_BITS),
-                                1 << (SEED_BITS - _USER_BITS))
+        user, high = _seeds.split_request_seed(seed)
         rows = tf.shape(keras.tree.flatten(x)[0])[:1]
         if rows_per_pass is None:
             out = chunk(x, user, high, tf.constant(0, tf.int64))
         else:
             out = _chunked(x, rows[0], rows_per_pass,
                            lambda xc, i: chunk(xc, user, high, i))
+        if conformal:  # kreg.conformal: sets / intervals from the summaries
+            from kreg.conformal import _tf as conformal_tf
+            out.update(conformal_tf.outputs(OWNER, out, conformal, plan.heads, seed,
+                                            model))
         out["seed"] = tf.fill(rows, seed)
         return out
 
@@ -318,7 +272,7 @@ def _endpoints(model, mc_samples, task, input_signature=None, *, temperature=Non
         clock = tf.bitcast(tf.timestamp(), tf.int64)
         seed = tf.random.stateless_uniform(
             [], seed=tf.stack([clock, count]), minval=0,
-            maxval=tf.constant(1 << SEED_BITS, tf.int64), dtype=tf.int64)
+            maxval=tf.constant(1 << _seeds.REQUEST_SEED_BITS, tf.int64), dtype=tf.int64)
         return mc(x, seed)
 
     def serve_mc_seeded(x, seed):
@@ -382,7 +336,7 @@ def _chunked(x, n, rows, fn):
 
 def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
            verbose=False, overwrite=False, temperature=None, from_logits=None,
-           max_batch=DEFAULT_MAX_BATCH, joint=False, augment=False):
+           max_batch=DEFAULT_MAX_BATCH, joint=False, augment=False, conformal=None):
     """Write a TensorFlow SavedModel with deterministic and Monte Carlo signatures.
 
     The SavedModel (written by `keras.export.ExportArchive`) runs without
@@ -447,7 +401,7 @@ def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
         from_logits: None (default: from the compiled loss), True/False, or
             a list/dict with one per output, as in `MCPredictor`.
         max_batch: int >= mc_samples or None, default 16384
-            (`kreg.mc.predictor.DEFAULT_MAX_BATCH`). The most rows (inputs x
+            (`kreg.mc.plan.DEFAULT_MAX_BATCH`). The most rows (inputs x
             samples) in one forward pass; None: every request in one pass.
         joint: bool, default False. Joint samples (sample t is one network
             for every row of a request), as `MCPredictor(..., joint=True)`.
@@ -457,6 +411,15 @@ def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
             (stateless random draws, image transforms) are TensorFlow ops
             and go into the SavedModel like the dropout masks; `serve` stays
             `model.predict`.
+        conformal: None (default), a fitted `kreg.conformal.SplitConformal`
+            or a list of them (one per output, chosen by their `output`).
+            The Monte Carlo signatures also return its prediction sets
+            (`set`, bool (N, K)) or intervals (`lower`, `upper`), computed
+            in the graph from the served `mean` (and `std`), prefixed
+            `<output>_` for a model with several outputs. Fit it on what
+            the signature serves (the same `mc_samples`, `temperature`).
+            Randomized APS/RAPS draw their uniforms from the request's seed
+            (`serve_mc_seeded` replays a `serve_mc` call's sets).
 
     Returns:
         None. The SavedModel is written to `path`.
@@ -507,12 +470,16 @@ def export(model, path, *, mc_samples=50, task="auto", input_signature=None,
     augment = v.check_bool(OWNER, "augment", augment)
     if not isinstance(temperature, (list, tuple, dict)):
         check_temperature_value(OWNER)(temperature)
+    if conformal is not None:
+        from kreg.conformal import _tf as conformal_tf
+        conformal = conformal_tf.check(OWNER, conformal)
 
     import tensorflow as tf
 
     endpoints, specs = _endpoints(model, mc_samples, task, input_signature,
                                   temperature=temperature, from_logits=from_logits,
-                                  max_batch=max_batch, joint=joint, augment=augment)
+                                  max_batch=max_batch, joint=joint, augment=augment,
+                                  conformal=conformal)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serve", endpoints["serve"], specs)

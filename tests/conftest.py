@@ -10,6 +10,11 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Helper modules shared by several test files (early_stopping_helpers.py) are
+# imported by name; --import-mode=importlib does not put tests/ on sys.path.
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 
 class _Unavailable:
     """A meta-path finder that makes some packages impossible to import."""

@@ -5,7 +5,11 @@ somewhere deep in kreg (or, worse, with a wrong result).
 """
 
 import ast
+import functools
+import importlib
+import inspect
 import pathlib
+import textwrap
 
 import keras
 import numpy as np
@@ -108,33 +112,223 @@ def test_missing_api_fails_loudly():
         _compat.nodes_by_depth(object())
 
 
-def _private_uses(path):
-    """(line, text) of `._private` attribute uses of Keras objects and
-    `keras.src` imports in one module."""
+def test_build_at_init_builds_a_layer_without_weights():
+    class Plain(keras.layers.Layer):
+        def call(self, x):
+            return x
+
+    layer = Plain()
+    assert not layer.built
+    _compat.build_at_init(layer)
+    assert layer.built
+    with pytest.raises(_compat.KerasCompatError, match=r"Layer\._build_at_init"):
+        _compat.build_at_init(object())
+
+
+def test_fixed_seed_returns_its_seed_and_counts_as_seeded():
+    seed = keras.ops.convert_to_tensor(np.array([3, 4]), dtype=_compat.random_seed_dtype())
+    fixed = _compat.FixedSeed(seed)
+    assert fixed.next() is seed
+    # Keras's torch backend reads `_initial_seed`: not None means "seeded".
+    assert fixed._initial_seed is seed
+    first = keras.random.uniform((4,), seed=_compat.FixedSeed(seed))
+    again = keras.random.uniform((4,), seed=_compat.FixedSeed(seed))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(first),
+                                  keras.ops.convert_to_numpy(again))
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch.compile is PyTorch's")
+def test_torch_compile_disable_wraps_a_function():
+    def double(x):
+        return 2 * x
+
+    assert _compat.torch_compile_disable(double)(3) == 6
+
+
+# -- The guard: Keras's private API only in kreg/_compat.py ---------------------
+# An allow-list: outside kreg/_compat.py, any `keras.src` import, any `._x`
+# access (or `getattr(obj, "_x")`) on an object that is not kreg's own (`self`,
+# `cls`, `super()`, a name imported from kreg or defined in the module), and
+# any `self._x` in a class derived from a Keras class where `_x` is a name
+# that the Keras class itself defines or uses, is an offender.
+
+#: NamedTuple's public methods (underscored so as not to clash with fields).
+NAMEDTUPLE_API = {"_replace", "_asdict", "_fields", "_make"}
+
+#: Offenders in the files the lead is rewriting: the lead removes these in
+#: issue 24/25. The test fails when one is no longer an offender, so this set
+#: only shrinks.
+PENDING = set()
+
+
+def _private(attr):
+    return attr.startswith("_") and not (attr.startswith("__") and attr.endswith("__"))
+
+
+def _own_names(tree):
+    """Names that are kreg's in one module: self/cls, kreg imports, its own defs."""
+    own = {"self", "cls"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            own.update((a.asname or a.name).split(".")[0] for a in node.names
+                       if a.name.split(".")[0] == "kreg")
+        elif isinstance(node, ast.ImportFrom) and (
+                node.level or (node.module or "").split(".")[0] == "kreg"):
+            own.update(a.asname or a.name for a in node.names)
+    own.update(node.name for node in tree.body
+               if isinstance(node, (ast.ClassDef, ast.FunctionDef)))
+    return own
+
+
+def _is_own(obj, own):
+    if isinstance(obj, ast.Name):
+        return obj.id in own
+    return isinstance(obj, ast.Call) and isinstance(obj.func, ast.Name) and \
+        obj.func.id == "super"
+
+
+@functools.cache
+def _names_keras_uses(cls):
+    """The attribute names a Keras class defines or uses on `self`."""
+    names = set(vars(cls))
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return names
+    names.update(node.attr for node in ast.walk(tree)
+                 if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                 and node.value.id == "self")
+    return names
+
+
+def _keras_bases(module, class_name):
+    cls = getattr(module, class_name, None) if module is not None else None
+    if not inspect.isclass(cls):
+        return []
+    return [k for k in cls.__mro__ if k.__module__.split(".")[0] == "keras"]
+
+
+def private_uses(path, module=None):
+    """The offenders of one module, as a set of short descriptions."""
     tree = ast.parse(path.read_text())
-    found = []
+    own = _own_names(tree)
+    found = set()
     for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            module = getattr(node, "module", None) or ""
-            names = [module] + [a.name for a in node.names]
-            if any(n.startswith("keras.src") for n in names):
-                found.append((node.lineno, f"import {module or names[1]}"))
-        if isinstance(node, ast.Attribute) and node.attr in (
-                "_flatten_layers", "_nodes_by_depth", "_keras_history",
-                "_trainable_variables", "_non_trainable_variables"):
-            found.append((node.lineno, node.attr))
-        if isinstance(node, ast.Constant) and node.value in (
-                "_direction", "_keras_history", "_nodes_by_depth"):
-            found.append((node.lineno, node.value))
+            names = [getattr(node, "module", None) or ""] + [a.name for a in node.names]
+            if any(n == "keras.src" or n.startswith("keras.src.") for n in names):
+                found.add(f"import {names[0] or names[1]}")
+        elif isinstance(node, ast.Attribute) and _private(node.attr):
+            if node.attr not in NAMEDTUPLE_API and not _is_own(node.value, own):
+                found.add(f"{ast.unparse(node.value)}.{node.attr}")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+                node.func.id in ("getattr", "setattr", "hasattr", "delattr") and \
+                len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and \
+                isinstance(node.args[1].value, str) and _private(node.args[1].value) and \
+                not _is_own(node.args[0], own):
+            found.add(f"{node.func.id}({ast.unparse(node.args[0])}, {node.args[1].value!r})")
+    for class_def in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        bases = _keras_bases(module, class_def.name)
+        for node in ast.walk(class_def):
+            if isinstance(node, ast.Attribute) and _private(node.attr) and \
+                    isinstance(node.value, (ast.Name, ast.Call)) and \
+                    _is_own(node.value, {"self", "cls"}):
+                owners = [k for k in bases if node.attr in _names_keras_uses(k)]
+                if owners:
+                    found.add(f"{ast.unparse(node.value)}.{node.attr} "
+                              f"(Keras's {owners[0].__qualname__})")
     return found
 
 
-def test_private_keras_apis_are_used_only_through_compat():
-    offenders = {}
+def _module(path):
+    name = ".".join(("kreg",) + path.relative_to(KREG).with_suffix("").parts)
+    try:
+        return importlib.import_module(name.removesuffix(".__init__"))
+    except ImportError:  # an extra that is not installed (checked where it is)
+        return None
+
+
+def offenders():
+    out = set()
     for path in sorted(KREG.rglob("*.py")):
-        if path.name == "_compat.py":
+        if path.relative_to(KREG).as_posix() == "_compat.py":
             continue
-        uses = _private_uses(path)
-        if uses:
-            offenders[str(path.relative_to(KREG))] = uses
-    assert offenders == {}, offenders
+        out.update((path.relative_to(KREG).as_posix(), use)
+                   for use in private_uses(path, _module(path)))
+    return out
+
+
+def test_the_guard_catches_private_keras_uses(tmp_path):
+    path = tmp_path / "offender.py"
+    path.write_text(textwrap.dedent("""
+        import keras
+        from keras.src import ops
+        from kreg import _validation as v
+
+        class Seeds(keras.random.SeedGenerator):
+            def __init__(self):
+                self._initial_seed = 0
+                self._mine = 1
+
+        def walk(model, spec):
+            v._fmt(1)
+            spec._replace(a=1)
+            getattr(model, "_nodes_by_depth")
+            return model._flatten_layers()
+    """))
+    module = type("M", (), {"Seeds": type("Seeds", (keras.random.SeedGenerator,),
+                                          {"__init__": lambda self: None})})
+    assert private_uses(path, module) == {
+        "import keras.src",
+        "getattr(model, '_nodes_by_depth')",
+        "model._flatten_layers",
+        "self._initial_seed (Keras's SeedGenerator)",
+    }
+
+
+def test_private_keras_apis_are_used_only_through_compat():
+    found = offenders()
+    assert found - PENDING == set(), "Keras's private API outside kreg/_compat.py"
+    assert PENDING - found == set(), "fixed: remove these from PENDING"
+
+
+def test_copy_layer_state_carries_variables_assets_and_hooks():
+    norm = keras.layers.Normalization()
+    norm.adapt(np.arange(12.0).reshape(6, 2))
+    copy = keras.layers.Normalization.from_config(norm.get_config())
+    copy.build((None, 2))
+    _compat.copy_layer_state(norm, copy)
+    # load_own_variables ran Normalization's finalize_state: `mean` is live.
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(copy.mean),
+                                  keras.ops.convert_to_numpy(norm.mean))
+    assert float(keras.ops.convert_to_numpy(copy.mean).ravel()[0]) == 5.0
+
+
+@pytest.mark.tf_only(reason="StringLookup's table is TensorFlow's")
+def test_copy_layer_state_carries_a_vocabulary_asset():
+    lookup = keras.layers.StringLookup()
+    lookup.adapt(np.array(["b", "a", "b"]))
+    copy = keras.layers.StringLookup.from_config(lookup.get_config())
+    _compat.copy_layer_state(lookup, copy)
+    assert copy.get_vocabulary() == lookup.get_vocabulary() == ["[UNK]", "b", "a"]
+
+
+def test_node_call_kwargs_reads_the_training_flag():
+    x = keras.Input((3,))
+    y = keras.layers.Dropout(0.5, name="forced")(x, training=True)
+    model = keras.Model(x, y)
+    nodes = _compat.nodes_by_depth(model)
+    flags = {node.operation.name: _compat.node_call_kwargs(node).get("training")
+             for d in nodes for node in nodes[d]}
+    assert flags["forced"] is True
+    with pytest.raises(_compat.KerasCompatError, match=r"Node\.arguments"):
+        _compat.node_call_kwargs(object())
+
+
+def test_lambda_output_shape_is_the_one_given():
+    shape = lambda s: (s[0], 2)  # noqa: E731
+    assert _compat.lambda_output_shape(keras.layers.Lambda(lambda t: t, output_shape=shape)) \
+        is shape
+    assert _compat.lambda_output_shape(keras.layers.Lambda(lambda t: t)) is None
+    with pytest.raises(_compat.KerasCompatError, match=r"Lambda\._output_shape"):
+        _compat.lambda_output_shape(keras.layers.Dense(2))

@@ -1,80 +1,28 @@
-"""Tests of kreg.callbacks.EarlyStopping.
+"""Tests of kreg.callbacks.EarlyStopping: Keras parity, Lightning's additions,
+exit paths, arguments, a few small real `fit` runs.
 
-Most tests drive the hooks with scripted curves and a stand-in model whose
-"weights" are the epoch index, so that restoring can be checked exactly and no
-training runs. A few small real `fit` runs check the integration, and one test
-SIGKILLs a training subprocess to check the on-disk checkpoint.
+Most tests drive the hooks with scripted curves and a stand-in model
+(early_stopping_helpers.py). Prechelt's criteria: test_prechelt.py; resuming:
+test_early_stopping_resume.py; the checkpoint: test_early_stopping_checkpoint.py;
+the state and the criteria table: test_early_stopping_criteria.py.
 """
 
 import inspect
 import json
-import math
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 
 import keras
 import numpy as np
 import pytest
+from early_stopping_helpers import NAN
+from early_stopping_helpers import FakeModel
+from early_stopping_helpers import compiled_model as _compiled_model
+from early_stopping_helpers import drive
+from early_stopping_helpers import restored_epoch
 
 import kreg
 from kreg.callbacks import EarlyStopping
 from kreg.callbacks.early_stopping import STOP_REASONS
 from kreg.callbacks.early_stopping import direction_from_name
-from kreg.callbacks.early_stopping import generalization_loss
-from kreg.callbacks.early_stopping import training_progress
-
-NAN = float("nan")
-
-
-class FakeModel:
-    """Just enough of a model: weights, stop_training, metrics."""
-
-    def __init__(self, metrics=()):
-        self.stop_training = False
-        self.metrics = list(metrics)
-        self.weights = [np.zeros(1)]
-
-    def get_weights(self):
-        return [w.copy() for w in self.weights]
-
-    def set_weights(self, weights):
-        self.weights = [np.array(w) for w in weights]
-
-
-def drive(cb, val, train=None, *, monitor="val_loss", model=None,
-          first_epoch=0, begin=True, end=True, stop_at=None):
-    """Run one scripted 'fit': weights at epoch e are [e]; returns the model.
-
-    `stop_at`: an epoch at whose end another callback sets stop_training.
-    """
-    model = model or FakeModel()
-    cb.set_model(model)
-    if begin:
-        model.stop_training = False
-        cb.on_train_begin()
-    for i, value in enumerate(val):
-        epoch = first_epoch + i
-        model.weights = [np.full(1, float(epoch))]
-        logs = {"loss": 1.0 if train is None else train[i]}
-        if value is not None:
-            logs[monitor] = value
-        cb.on_epoch_end(epoch, logs)
-        if stop_at is not None and epoch == stop_at:
-            model.stop_training = True
-        if model.stop_training:
-            break
-    if end:
-        cb.on_train_end()
-    return model
-
-
-def restored_epoch(model):
-    return int(model.weights[0][0])
-
 
 # ----------------------------------------------------------------------------
 # Keras parity: the same curves through keras.callbacks.EarlyStopping.
@@ -144,138 +92,6 @@ def test_patience_hand_computed():
     assert es.best_value == 0.8
     assert restored_epoch(model) == 1
     assert model.stop_training
-
-
-# ----------------------------------------------------------------------------
-# Prechelt's criteria on hand-computed curves.
-def test_gl_and_pk_formulas():
-    # GL(t) = 100 (E_va / E_opt - 1); P_k = 1000 (sum / (k min) - 1).
-    assert generalization_loss(0.86, 0.8) == pytest.approx(7.5)
-    assert generalization_loss(0.8, 0.8) == 0.0
-    assert generalization_loss(0.0, 0.0) == 0.0
-    assert generalization_loss(0.1, 0.0) == math.inf
-    strip = [1.0, 0.99, 0.98]
-    paper = 1000 * (sum(strip) / (len(strip) * min(strip)) - 1)
-    assert training_progress(strip) == pytest.approx(paper)
-    assert training_progress([2.0, 2.0]) == 0.0
-    assert training_progress([0.0, 0.0]) == 0.0
-    assert training_progress([0.0, 1.0]) == math.inf
-    # Negated (maximized) values keep a positive relative loss.
-    assert generalization_loss(-0.9, -0.95) == pytest.approx(100 * 0.05 / 0.95)
-
-
-def test_gl_stops_at_first_epoch_above_alpha():
-    # GL: e0 0, e1 0, e2 2.5, e3 7.5 > 5.
-    es = EarlyStopping(criterion="gl", alpha=5.0)
-    model = drive(es, [1.0, 0.8, 0.82, 0.86, 0.5])
-    assert (es.stop_reason, es.stopped_epoch, es.best_epoch) == ("gl", 3, 1)
-    assert es.criterion_value == pytest.approx(7.5)
-    assert restored_epoch(model) == 1
-    # GL_10 does not stop there and reaches the new best.
-    es10 = EarlyStopping(criterion="gl", alpha=10.0)
-    model = drive(es10, [1.0, 0.8, 0.82, 0.86, 0.5])
-    assert es10.stop_reason == "completed"
-    assert es10.stopped_epoch == 0
-    assert restored_epoch(model) == 4
-
-
-def test_gl_default_alpha_is_gl5_and_counts_from_start_epoch():
-    es = EarlyStopping(criterion="gl", start_from_epoch=2)
-    assert es.alpha == 5.0
-    # Epochs 0-1 are ignored: E_opt starts at 1.0 (epoch 2).
-    drive(es, [0.1, 0.1, 1.0, 1.04, 1.06])
-    assert (es.stop_reason, es.stopped_epoch, es.best_epoch) == ("gl", 4, 2)
-
-
-PQ_TRAIN = [3.0, 2.0, 1.5, 1.2, 1.1, 1.0, 1.0, 0.99, 0.98]
-PQ_VAL = [3.0, 2.0, 1.5, 1.4, 1.45, 1.5, 1.7, 1.7, 1.6]
-
-
-def test_pq_only_at_strip_ends():
-    # Strips of 3: ends at epochs 2, 5, 8.
-    #   e2: GL = 0 -> quotient 0.
-    #   e5: GL = 100 (1.5/1.4 - 1) = 7.14; P_3 = 1000 (3.3 / 3 - 1) = 100;
-    #       quotient 0.0714 <= 0.5.
-    #   e6, e7: GL = 21.4 but not strip ends.
-    #   e8: GL = 100 (1.6/1.4 - 1) = 14.29; P_3 = 1000 (2.97/(3*0.98) - 1)
-    #       = 10.20; quotient 1.4 > 0.5 -> stop.
-    es = EarlyStopping(criterion="pq", alpha=0.5, strip=3)
-    model = drive(es, PQ_VAL, PQ_TRAIN)
-    gl = 100 * (1.6 / 1.4 - 1)
-    pk = 1000 * ((1.0 + 0.99 + 0.98) / (3 * 0.98) - 1)
-    assert (es.stop_reason, es.stopped_epoch, es.best_epoch) == ("pq", 8, 3)
-    assert es.criterion_value == pytest.approx(gl / pk)
-    assert restored_epoch(model) == 3
-    # A threshold just above e5's quotient and below e8's stops at e8 too,
-    # one just below e5's stops at e5.
-    q5 = (100 * (1.5 / 1.4 - 1)) / (1000 * (3.3 / 3 - 1))
-    es = EarlyStopping(criterion="pq", alpha=q5 * 0.99, strip=3)
-    drive(es, PQ_VAL, PQ_TRAIN)
-    assert es.stopped_epoch == 5
-
-
-def test_pq_reads_train_monitor_and_default_alpha():
-    es = EarlyStopping(criterion="pq", strip=3, train_monitor="train_err",
-                       strict=True)
-    assert es.alpha == 2.0
-    model = FakeModel()
-    es.set_model(model)
-    es.on_train_begin()
-    with pytest.raises(ValueError, match="Invalid value for argument "
-                       "`train_monitor` of EarlyStopping.*'val_loss', 'loss'"):
-        es.on_epoch_end(0, {"val_loss": 1.0, "loss": 1.0})
-    # By default (Keras's behaviour) a warning, and the epoch is skipped.
-    es = EarlyStopping(criterion="pq", strip=3, train_monitor="train_err")
-    with pytest.warns(UserWarning, match="`train_monitor`='train_err' is not "
-                      "in the epoch logs"):
-        drive(es, [1.0, 0.9])
-    assert es.best is None and es.stop_reason == "completed"
-
-
-def test_pq_zero_progress_stops_when_gl_positive():
-    es = EarlyStopping(criterion="pq", alpha=3.0, strip=2)
-    drive(es, [1.0, 1.0, 1.0, 1.1], [0.5, 0.5, 0.5, 0.5])
-    # e1: GL 0, P 0 -> 0; e3: GL 10, P 0 -> inf.
-    assert (es.stop_reason, es.stopped_epoch) == ("pq", 3)
-
-
-UP_VAL = [5.0, 4.0, 3.0, 3.5, 3.6, 3.7, 3.8, 3.9, 4.0, 4.1]
-
-
-@pytest.mark.parametrize("s,stop", [(1, 5), (2, 7), (3, 9), (4, None)])
-def test_up_successive_strips(s, stop):
-    # Strips of 2, ends at e1 (4.0), e3 (3.5, down), e5 (3.7, up), e7 (3.9, up),
-    # e9 (4.1, up).
-    es = EarlyStopping(criterion="up", strip=2, successive_strips=s)
-    model = drive(es, UP_VAL)
-    assert es.stopped_epoch == (stop or 0)
-    assert es.stop_reason == ("up" if stop else "completed")
-    assert es.best_epoch == 2
-    assert restored_epoch(model) == 2
-
-
-def test_up_counter_resets_on_a_decrease():
-    # Strip ends (k=1): 2 up, 1 down, then 2 up: UP_3 never fires.
-    val = [1.0, 1.1, 1.2, 1.15, 1.3, 1.4]
-    es = EarlyStopping(criterion="up", strip=1, successive_strips=3)
-    drive(es, val)
-    assert es.stop_reason == "completed"
-    es = EarlyStopping(criterion="up", strip=1, successive_strips=2)
-    drive(es, val)
-    assert es.stopped_epoch == 2
-    assert es.successive_strips == 2
-    assert EarlyStopping(criterion="up").successive_strips == 3
-
-
-def test_prechelt_with_mode_max_negates():
-    # Accuracy 0.95 then 0.9: the error rose 5.26% relative.
-    es = EarlyStopping(monitor="val_accuracy", criterion="gl", alpha=5.0)
-    drive(es, [0.9, 0.95, 0.92, 0.9], monitor="val_accuracy")
-    assert (es.stopped_epoch, es.best_epoch, es.best_value) == (3, 1, 0.95)
-    es = EarlyStopping(monitor="val_accuracy", criterion="up", strip=1,
-                       successive_strips=2)
-    drive(es, [0.9, 0.95, 0.92, 0.9], monitor="val_accuracy")
-    assert es.stopped_epoch == 3
 
 
 # ----------------------------------------------------------------------------
@@ -597,85 +413,6 @@ def test_mode_auto_with_a_compiled_custom_metric_in_fit():
     assert es.stop_reason == "patience"
 
 
-def test_set_state_checks_the_direction():
-    es = EarlyStopping(monitor="val_accuracy")
-    drive(es, [0.5, 0.6], monitor="val_accuracy")
-    state = es.get_state()
-    with pytest.raises(ValueError, match="same direction"):
-        EarlyStopping(monitor="val_accuracy", mode="min").set_state(state)
-    other = EarlyStopping(monitor="val_accuracy")
-    other.set_state(state)
-    drive(other, [0.7], monitor="val_accuracy", first_epoch=2)
-    assert other.best_epoch == 2
-
-
-# ----------------------------------------------------------------------------
-# get_state / set_state.
-RESUME_CASES = [
-    ("patience", dict(patience=3), [1.0, 0.9, 0.95, 0.96, 0.97, 0.98], None),
-    ("patience", dict(patience=2, baseline=0.5),
-     [1.0, 0.9, 0.8, 0.85, 0.6], None),
-    ("gl", dict(alpha=5.0), [1.0, 0.8, 0.82, 0.83, 0.86, 0.5], None),
-    ("pq", dict(alpha=0.5, strip=3), PQ_VAL, PQ_TRAIN),
-    ("up", dict(strip=2, successive_strips=2), UP_VAL, None),
-]
-
-
-@pytest.mark.parametrize("criterion,kw,val,train", RESUME_CASES)
-@pytest.mark.parametrize("split", [1, 3])
-def test_resume_continues_counting(criterion, kw, val, train, split):
-    full = EarlyStopping(criterion=criterion, **kw)
-    drive(full, val, train)
-    assert full.stopped_epoch is not None
-
-    first = EarlyStopping(criterion=criterion, **kw)
-    # The first run "crashes" after `split` epochs (no on_train_end).
-    drive(first, val[:split], None if train is None else train[:split],
-          end=False)
-    state = json.loads(json.dumps(first.get_state(include_weights=True)))
-
-    resumed = EarlyStopping(criterion=criterion, **kw)
-    resumed.set_state(state)
-    model = drive(resumed, val[split:], None if train is None else train[split:],
-                  first_epoch=split)
-    assert resumed.stopped_epoch == full.stopped_epoch
-    assert resumed.stop_reason == full.stop_reason
-    assert resumed.best_epoch == full.best_epoch
-    assert restored_epoch(model) == full.best_epoch
-
-
-def test_resume_without_weights_warns_when_best_is_lost():
-    first = EarlyStopping(patience=3)
-    drive(first, [1.0, 0.5], end=False)
-    resumed = EarlyStopping(patience=3)
-    resumed.set_state(first.get_state())
-    with pytest.warns(UserWarning, match="were lost"):
-        model = drive(resumed, [0.7, 0.8], first_epoch=2)
-    assert resumed.best_epoch == 1
-    assert restored_epoch(model) == 3
-
-
-def test_set_state_is_used_once_then_runs_reset():
-    es = EarlyStopping(patience=3)
-    drive(es, [1.0, 0.5, 0.7])
-    es.set_state(es.get_state(include_weights=True))
-    assert es.wait == 1
-    drive(es, [0.9], first_epoch=3)
-    assert (es.best_epoch, es.wait) == (1, 2)
-    drive(es, [0.9])
-    assert (es.best_epoch, es.wait) == (0, 0)
-
-
-def test_set_state_rejects_other_callbacks_state():
-    state = EarlyStopping(patience=3).get_state()
-    with pytest.raises(ValueError, match="criterion='gl'"):
-        EarlyStopping(criterion="gl").set_state(state)
-    with pytest.raises(ValueError, match="missing keys: \\['wait'\\]"):
-        EarlyStopping().set_state({k: x for k, x in state.items() if k != "wait"})
-    with pytest.raises(TypeError, match="expected a dict from get_state"):
-        EarlyStopping().set_state([1, 2])
-
-
 # ----------------------------------------------------------------------------
 # Construction errors, config.
 ERRORS = [
@@ -764,36 +501,6 @@ def test_public_names():
     assert "callbacks" in kreg.__all__
 
 
-# ----------------------------------------------------------------------------
-# Checkpoint writes.
-class SavingFakeModel(FakeModel):
-    def __init__(self, fail_after_bytes=None):
-        super().__init__()
-        self.fail_after_bytes = fail_after_bytes
-
-    def save_weights(self, path, overwrite=True):
-        data = np.asarray(self.weights[0]).tobytes() * 100
-        with open(path, "wb") as f:
-            if self.fail_after_bytes is not None:
-                f.write(data[:self.fail_after_bytes])
-                raise OSError("disk full")
-            f.write(data)
-
-
-def test_checkpoint_write_is_atomic_when_a_write_fails(tmp_path):
-    path = tmp_path / "sub" / "best.weights.h5"
-    model = SavingFakeModel()
-    es = EarlyStopping(patience=5, checkpoint_path=path)
-    drive(es, [1.0, 0.5], model=model, end=False)
-    good = path.read_bytes()
-    assert good == np.full(1, 1.0).tobytes() * 100
-    model.fail_after_bytes = 10
-    with pytest.raises(OSError, match="disk full"):
-        drive(es, [0.1], model=model, first_epoch=2, begin=False, end=False)
-    assert path.read_bytes() == good
-    assert sorted(p.name for p in path.parent.iterdir()) == ["best.weights.h5"]
-
-
 def _tiny_regression(seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(32, 2)).astype("float32")
@@ -810,15 +517,6 @@ class WeightsRecorder(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.weights[epoch] = self.model.get_weights()
-
-
-def _compiled_model(metrics=None):
-    keras.utils.set_random_seed(1)
-    model = keras.Sequential([
-        keras.Input((2,)),
-        keras.layers.Dense(1, kernel_initializer="zeros", name="dense")])
-    model.compile(keras.optimizers.SGD(0.1), "mse", metrics=metrics)
-    return model
 
 
 def _fit(model, x, y, xv, yv, callbacks):
@@ -908,88 +606,6 @@ def test_fit_external_stop_and_resume_with_backup_and_restore(
     other.load_weights(tmp_path / "b.weights.h5")
     for got, want in zip(ref_model_weights, other.get_weights()):
         np.testing.assert_array_equal(got, want)
-
-
-KILL_SCRIPT = """
-import os, sys, time
-import numpy as np
-import keras
-import kreg
-
-out = sys.argv[1]
-rng = np.random.default_rng(0)
-x = rng.normal(size=(64, 3)).astype("float32")
-y = x @ np.array([[1.0], [-2.0], [0.5]], "float32")
-keras.utils.set_random_seed(0)
-model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-model.compile(keras.optimizers.SGD(0.002), "mse")
-
-
-class Log(keras.callbacks.Callback):
-    # Listed before EarlyStopping: epoch e's weights are on disk before
-    # EarlyStopping can write them as the best.
-    def on_epoch_end(self, epoch, logs=None):
-        tmp = os.path.join(out, "tmp.npz")
-        np.savez(tmp, *self.model.get_weights(), val_loss=logs["val_loss"])
-        os.replace(tmp, os.path.join(out, f"w{epoch:06d}.npz"))
-        time.sleep(0.005)
-
-
-es = kreg.callbacks.EarlyStopping(
-    patience=1000, checkpoint_path=os.path.join(out, "best.weights.h5"))
-model.fit(x, y, validation_data=(x, y), epochs=10**6, batch_size=64,
-          verbose=0, callbacks=[Log(), es])
-"""
-
-
-def test_checkpoint_survives_sigkill(tmp_path):
-    script = tmp_path / "train.py"
-    script.write_text(textwrap.dedent(KILL_SCRIPT))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)],
-                            env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    ckpt = tmp_path / "best.weights.h5"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail("training subprocess exited early: "
-                            + proc.stderr.read().decode()[-2000:])
-            if ckpt.exists() and len(list(tmp_path.glob("w*.npz"))) >= 10:
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("no checkpoint within 120 s")
-        time.sleep(float(np.random.default_rng().uniform(0.0, 0.2)))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-
-    epochs = {}
-    for f in sorted(tmp_path.glob("w*.npz")):
-        with np.load(f) as data:
-            epochs[int(f.stem[1:])] = (
-                [data["arr_0"], data["arr_1"]], float(data["val_loss"]))
-    running_best, best = [], math.inf
-    for epoch in sorted(epochs):
-        if epochs[epoch][1] < best:
-            best = epochs[epoch][1]
-            running_best.append(epoch)
-
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-    model.load_weights(ckpt)
-    got = model.get_weights()
-    matches = [e for e in running_best
-               if all(np.array_equal(a, b) for a, b in zip(got, epochs[e][0]))]
-    assert matches, "checkpoint equals no best epoch's weights"
-    # It is one of the last two bests (the kill may land during a write).
-    assert matches[-1] in running_best[-2:]
 
 
 # ----------------------------------------------------------------------------
@@ -1083,62 +699,6 @@ def test_monitor_op_is_keras_ops():
 
 
 # ----------------------------------------------------------------------------
-# set_state validates at once (issue 17).
-def _state(**changes):
-    es = EarlyStopping(patience=3)
-    drive(es, [1.0, 0.9, 1.1], end=False)
-    state = json.loads(json.dumps(es.get_state()))
-    state.update(changes)
-    return state
-
-
-@pytest.mark.parametrize("changes,exc,message", [
-    (dict(wait=-5), ValueError,
-     "Invalid value for argument `state['wait']` of EarlyStopping.set_state: "
-     "expected an integer >= 0. Received: state['wait']=-5"),
-    (dict(wait=2.5), ValueError, "`state['wait']`"),
-    (dict(wait=None), TypeError, "`state['wait']`"),
-    (dict(wait=9), ValueError, "expected an integer <= n_monitored=3"),
-    (dict(best="abc"), TypeError,
-     "Invalid value for argument `state['best']` of EarlyStopping.set_state: "
-     "expected a float or None. Received: state['best']='abc'"),
-    (dict(best_epoch=-1), ValueError, "`state['best_epoch']`"),
-    (dict(best_epoch=None), TypeError, "`state['best_epoch']`"),
-    (dict(e_opt=float("nan")), ValueError, "`state['e_opt']`"),
-    (dict(n_monitored="3"), TypeError, "`state['n_monitored']`"),
-    (dict(train_window=[1.0] * 6), ValueError,
-     "expected a list of at most strip=5 floats"),
-    (dict(train_window="abc"), TypeError, "`state['train_window']`"),
-    (dict(train_window=["x"]), TypeError, "`state['train_window']`"),
-    (dict(strip_end_value=[1]), TypeError, "`state['strip_end_value']`"),
-    (dict(ups=-1), ValueError, "`state['ups']`"),
-    (dict(last_epoch=-3), ValueError, "`state['last_epoch']`"),
-    (dict(sign=2.0), ValueError, "expected 1.0, -1.0 or None"),
-    (dict(version=7), ValueError, "`state['version']`"),
-    (dict(best_weights=[[1.0]], best_weights_dtypes=["nonsense"]), ValueError,
-     "`state['best_weights']`"),
-    (dict(best_weights=[[1.0]]), ValueError, "`state['best_weights']`"),
-])
-def test_set_state_validates_every_entry(changes, exc, message):
-    es = EarlyStopping(patience=3)
-    before = es.get_state()
-    with pytest.raises(exc) as info:
-        es.set_state(_state(**changes))
-    assert message in str(info.value)
-    assert str(info.value).startswith("Invalid value for argument `")
-    assert es.get_state() == before  # nothing half-loaded
-
-
-def test_set_state_accepts_a_version_1_state():
-    state = _state()
-    legacy = dict(state, version=1, best=-7.0, best_value=state["best"],
-                  best_epoch=None)
-    es = EarlyStopping(patience=3)
-    es.set_state(legacy)
-    assert (es.best, es.best_epoch, es.wait) == (0.9, 0, 1)
-
-
-# ----------------------------------------------------------------------------
 # The hooks and from_config check their arguments.
 @pytest.mark.parametrize("call,exc,message", [
     (lambda es: es.on_epoch_end("0", {"val_loss": 1.0}), TypeError,
@@ -1184,112 +744,3 @@ def test_monitor_callback_resolves_direction_like_keras():
     assert declared_direction(model, "hinge") == "min"
     assert declared_direction(model, "other") is None
     assert declared_direction(None, "loss") is None
-
-
-def test_prechelt_steps_on_hand_computed_curves():
-    from kreg.callbacks._prechelt import CurveState
-    from kreg.callbacks._prechelt import gl_step
-    from kreg.callbacks._prechelt import pq_step
-    from kreg.callbacks._prechelt import up_step
-
-    # GL_5 on 1.0, 0.8, 0.82, 0.86: GL = 0, 0, 2.5, 7.5.
-    state, got = CurveState(), []
-    for error in [1.0, 0.8, 0.82, 0.86]:
-        state, value, stop = gl_step(state, error, alpha=5.0)
-        got.append((round(value, 9), stop))
-    assert got == [(0.0, False), (0.0, False), (2.5, False), (7.5, True)]
-    assert state == CurveState(n=4, e_opt=0.8)
-
-    # PQ_0.5, k=3 on the curve of test_pq_only_at_strip_ends.
-    state, got = CurveState(), []
-    for error, train in zip(PQ_VAL, PQ_TRAIN):
-        state, value, stop = pq_step(state, error, train, alpha=0.5, strip=3)
-        got.append(None if value is None else (round(value, 6), stop))
-    q5 = (100 * (1.5 / 1.4 - 1)) / (1000 * (3.3 / 3 - 1))
-    q8 = (100 * (1.6 / 1.4 - 1)) / (1000 * (2.97 / (3 * 0.98) - 1))
-    assert got == [None, None, (0.0, False), None, None,
-                   (round(q5, 6), False), None, None, (round(q8, 6), True)]
-    assert state.train_strip == (1.0, 0.99, 0.98) and state.e_opt == 1.4
-
-    # UP_2, k=2: strip ends 4.0, 3.5 (down), 3.7 (up), 3.9 (up) -> stop.
-    state, got = CurveState(), []
-    for error in UP_VAL[:8]:
-        state, value, stop = up_step(state, error, successive=2, strip=2)
-        got.append(None if value is None else (value, stop))
-    assert got == [None, (0, False), None, (0, False), None, (1, False),
-                   None, (2, True)]
-    assert (state.strip_end, state.ups, state.n) == (3.9, 2, 8)
-
-    # The functions are pure: the input state is not changed.
-    start = CurveState(n=2, e_opt=1.0, train_strip=(1.0, 1.0))
-    pq_step(start, 2.0, 1.0, alpha=0.0, strip=3)
-    assert start == CurveState(n=2, e_opt=1.0, train_strip=(1.0, 1.0))
-
-
-def test_checkpoint_file_mode_is_that_of_save_weights(tmp_path):
-    model = _compiled_model()
-    path = tmp_path / "best.weights.h5"
-    es = EarlyStopping(patience=1, checkpoint_path=path)
-    es.set_model(model)
-    es.on_train_begin()
-    es.on_epoch_end(0, {"val_loss": 1.0})
-    model.save_weights(tmp_path / "keras.weights.h5")
-    umask = os.umask(0)
-    os.umask(umask)
-    mode = os.stat(path).st_mode & 0o777
-    assert mode == os.stat(tmp_path / "keras.weights.h5").st_mode & 0o777
-    assert mode == 0o666 & ~umask
-
-
-KILL_DURING_WRITE = """
-import os, signal, sys
-import numpy as np
-import kreg
-
-
-class Model:
-    stop_training = False
-    metrics = ()
-
-    def get_weights(self):
-        return [np.zeros(1)]
-
-    def save_weights(self, path, overwrite=True):
-        with open(path, "wb") as f:
-            f.write(b"half a checkpoint")
-            f.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-es = kreg.callbacks.EarlyStopping(checkpoint_path=sys.argv[1])
-es.set_model(Model())
-es.on_train_begin()
-es.on_epoch_end(0, {"val_loss": 1.0})
-"""
-
-
-def test_a_kill_during_a_write_leaves_a_temp_file_the_next_run_removes(
-        tmp_path):
-    path = tmp_path / "best.weights.h5"
-    path.write_bytes(b"previous best")
-    script = tmp_path / "kill.py"
-    script.write_text(KILL_DURING_WRITE)
-    proc = subprocess.run([sys.executable, str(script), str(path)],
-                          capture_output=True, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
-    assert path.read_bytes() == b"previous best"
-    stale = [p.name for p in tmp_path.iterdir()
-             if p.name.endswith(".tmp.weights.h5")]
-    assert len(stale) == 1 and stale[0].startswith(".best.")
-    # Files that are not this checkpoint's temporary files are kept.
-    keep = [".other.0a1b.tmp.weights.h5", ".best.x.y.tmp.weights.h5",
-            "best.tmp.weights.h5", ".best.weights.h5", "notes.txt"]
-    for name in keep:
-        (tmp_path / name).write_bytes(b"")
-    es = EarlyStopping(patience=1, checkpoint_path=path)
-    es.set_model(SavingFakeModel())
-    es.on_train_begin()
-    names = {p.name for p in tmp_path.iterdir()}
-    assert stale[0] not in names
-    assert set(keep) <= names
-    assert path.read_bytes() == b"previous best"

@@ -2,7 +2,6 @@
 
 import keras
 import numpy as np
-import pytest
 from keras import ops
 
 import kreg
@@ -61,22 +60,6 @@ def test_a_layer_with_the_three_hooks_is_sampled_by_the_predictor():
     np.testing.assert_allclose(out.mean, np.ones((4, 3)) @ kernel + bias, rtol=1e-5)
     np.testing.assert_allclose(det, 3 * np.ones((4, 3)) @ kernel + bias, rtol=1e-5)
     assert pred.plan.layers == [model.layers[0]]
-
-
-def test_seed_layout_gives_every_layer_and_salt_its_own_seed():
-    pass_seed = ops.convert_to_tensor(np.array(_seeds.encode_seed(2**32 - 1, 2**20 - 1)),
-                                      dtype=_seeds.seed_dtype())
-    seeds = set()
-    for index in range(_seeds.MAX_SAMPLING_LAYERS):
-        for salt in range(_seeds.MAX_SALTS):
-            s = ops.convert_to_numpy(_seeds.layer_seed(pass_seed, index, salt)._seed_tensor)
-            assert int(s[0]) < 2**31 and int(s[1]) < 2**31  # fits every seed dtype
-            seeds.add(tuple(int(w) for w in s))
-    assert len(seeds) == _seeds.MAX_SAMPLING_LAYERS * _seeds.MAX_SALTS
-    with pytest.raises(ValueError, match="at most 127 sampling layers"):
-        _seeds.layer_seed(pass_seed, _seeds.MAX_SAMPLING_LAYERS)
-    with pytest.raises(ValueError, match="8 draws per layer"):
-        _seeds.layer_seed(pass_seed, 0, salt=8)
 
 
 def _imports(path):

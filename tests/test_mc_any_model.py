@@ -225,8 +225,8 @@ def test_training_true_in_the_graph_warns_and_is_sampled():
     x = np.ones((2, 4), "float32")
     np.testing.assert_array_equal(_np(model.predict(x, verbose=0)),
                                   _np(model.predict(x, verbose=0)))
-    with pytest.warns(UserWarning, match=r"Dropout 'forced' is called with "
-                      r"training=True.*identical passes"):
+    with pytest.warns(UserWarning, match=r"'forced' \(Dropout\) with "
+                      r"training=True.*identical\s+passes"):
         predictor = kreg.MCPredictor(model, samples=8, task="regression")
     assert predictor.predict(x, verbose=0).std.max() > 0
 
@@ -409,3 +409,16 @@ def test_lstm_and_attention_model_exports_with_its_dropout_sampled(tmp_path, fre
     assert pred.std.max() > 0
     np.testing.assert_allclose(served["mean"], pred.mean, rtol=0, atol=2e-6)
     np.testing.assert_allclose(served["std"], pred.std, rtol=0, atol=2e-6)
+
+
+def test_a_dropout_subclass_forcing_training_is_sampled_as_dropout():
+    # The common MC dropout recipe: predict samples with the layer's own
+    # generator; kreg samples it as the Dropout it is, with its own seeds.
+    class MCDropout(keras.layers.Dropout):
+        def call(self, inputs, training=None):
+            return super().call(inputs, training=True)
+
+    model, x = _single(MCDropout(0.5), (40,))
+    s = _samples(model, x, samples=50)
+    assert set(np.unique(s)) == {0.0, 2.0}
+    _kept_fraction_ok((s > 0).mean(), s.size, 0.5)

@@ -315,57 +315,6 @@ def test_covariance_needs_joint_samples():
         pred.covariance()
 
 
-# -- convert_dropout --------------------------------------------------------
-def test_convert_dropout_sequential_and_functional_keep_weights():
-    keras.utils.set_random_seed(0)
-    seq = keras.Sequential([
-        keras.Input((10, 4)), keras.layers.Conv1D(6, 3), keras.layers.SpatialDropout1D(0.3),
-        keras.layers.Flatten(), keras.layers.Dense(8), keras.layers.Dropout(0.4, seed=1),
-        keras.layers.Dense(2, activation="softmax")])
-    inp = keras.Input((6, 6, 2))
-    h = keras.layers.Conv2D(3, 3)(inp)
-    h = keras.layers.SpatialDropout2D(0.25)(h)
-    h = keras.layers.Flatten()(h)
-    h = keras.layers.Dropout(0.5, noise_shape=(None, 1))(h)
-    fun = keras.Model(inp, keras.layers.Dense(1)(h))
-    for model, x in ((seq, np.ones((3, 10, 4), "float32")),
-                     (fun, np.ones((3, 6, 6, 2), "float32"))):
-        conv = kreg.convert_dropout(model)
-        assert type(conv) is type(model)
-        for a, b in zip(model.get_weights(), conv.get_weights()):
-            np.testing.assert_array_equal(a, b)
-        np.testing.assert_array_equal(model.predict(x, verbose=0),
-                                      conv.predict(x, verbose=0))
-        kreg_drops = [lyr for lyr in conv.layers if isinstance(lyr, kreg.layers.Dropout)]
-        assert len(kreg_drops) == 2
-        assert not any(type(lyr) is keras.layers.Dropout for lyr in conv.layers)
-        kreg.MCPredictor(conv, samples=3).predict(x, verbose=0)
-    drops = {lyr.name: lyr for lyr in kreg.convert_dropout(seq).layers
-             if isinstance(lyr, kreg.layers.Dropout)}
-    assert sorted((d.rate, d.noise_shape) for d in drops.values()) == [
-        (0.3, (None, 1, None)), (0.4, None)]
-    fdrops = [lyr for lyr in kreg.convert_dropout(fun).layers
-              if isinstance(lyr, kreg.layers.Dropout)]
-    assert sorted((d.rate, d.noise_shape) for d in fdrops) == [
-        (0.25, (None, 1, 1, None)), (0.5, (None, 1))]
-
-
-def test_convert_dropout_rejects_subclassed_models():
-    class Net(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.d = keras.layers.Dense(1)
-
-        def call(self, x):
-            return self.d(x)
-
-    net = Net()
-    net(X)
-    with pytest.raises(TypeError, match=r"subclassed model.*Replace "
-                       r"keras.layers.Dropout with kreg.layers.Dropout"):
-        kreg.convert_dropout(net)
-
-
 @pytest.mark.parametrize("mask", ["batch", "example"])
 def test_dropconnect_masks_independent_across_samples(mask):
     # Kernel of ones, no bias, identity inputs: sample t's output for input e_j
@@ -429,6 +378,41 @@ def test_input_sizes_reuse_a_few_compiled_functions(monkeypatch, caplog):
             p.predict(rng.normal(size=(n, 3)).astype("float32"), verbose=0)
         assert len(traces) == first
     assert "retracing" not in caplog.text
+
+
+def test_temperatures_are_inputs_of_one_compiled_function(monkeypatch):
+    # Predictors of one model with other temperatures share their compiled
+    # passes (the temperature is an input, not part of the trace), and a
+    # call with another number of rows is not a retrace on TensorFlow (the
+    # rows are traced as unknown): no "triggered tf.function retracing".
+    from kreg.mc import plan as mod
+
+    traces = []
+    original = mod.sample_outputs
+
+    def counting(*args, **kwargs):
+        traces.append(args[3])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(mod, "sample_outputs", counting)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4),
+                              kreg.layers.Dropout(0.5),
+                              keras.layers.Dense(3, activation="softmax")])
+    x = np.random.default_rng(0).normal(size=(300, 3)).astype("float32")
+    means = {}
+    for temp in (None, 0.5, 2.0, 3.0):
+        p = kreg.MCPredictor(model, samples=6, seed=0, temperature=temp)
+        means[temp] = p.predict(x, verbose=0).mean
+        p.evaluate(x, np.zeros(300, "int64"), verbose=0)
+    samplers = {k for k in p._cache if k[0] == "sampler"}
+    assert len(samplers) == 4  # (untempered, tempered) x (predict, evaluate)
+    raw = kreg.MCPredictor(model, samples=6, seed=0).predict(x, verbose=0)
+    for temp in (0.5, 2.0, 3.0):
+        np.testing.assert_allclose(
+            means[temp], kreg.calibration.apply_temperature(raw.mean, temp), atol=1e-5)
+    if keras.backend.backend() == "tensorflow":  # 256 + 44 rows: one trace each
+        assert len(traces) == 4
 
 
 def test_seeds_differing_by_2_to_the_24_give_different_samples(bn_model):

@@ -31,7 +31,8 @@ MODULES = _public_modules()
 
 def test_the_modules_users_reach_are_all_checked():
     for name in ("kreg", "kreg.layers", "kreg.regularizers", "kreg.initializers",
-                 "kreg.callbacks", "kreg.mc", "kreg.acquisition", "kreg.distribute"):
+                 "kreg.callbacks", "kreg.mc", "kreg.acquisition", "kreg.distribute",
+                 "kreg.conformal"):
         assert name in MODULES, name
 
 

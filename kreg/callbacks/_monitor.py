@@ -5,12 +5,16 @@
 for one to maximize), and `_is_improvement(value, reference)` applies
 `min_delta` in that direction. Internally a value is turned into a *score*,
 `sign * value` with sign +1 for "min" and -1 for "max", so that lower is
-always better.
+always better. The monitored value is read from the epoch logs here too: a
+number or a one-element array; a missing key is a warning once per run (a
+ValueError with `strict`), which says when the callback order is the cause.
 """
 
 import re
+import warnings
 
 import keras
+import numpy as np
 
 from kreg import _compat
 from kreg import _validation as v
@@ -102,9 +106,41 @@ def declared_direction(model, monitor):
     return None
 
 
+def order_hint(key, owner):
+    """A sentence for a missing key that another callback writes (""
+    otherwise): Keras runs callbacks in list order, so the writer must come
+    first."""
+    if not key.startswith("reg/"):  # RegularizationMonitor's default prefix
+        return ""
+    return (" The `reg/` keys are written by kreg.callbacks."
+            f"RegularizationMonitor: list it before {owner} in "
+            "`callbacks=[...]` (Keras calls callbacks in that order, so a "
+            "later one has not written its keys yet).")
+
+
 def available_keys(logs):
     """The keys of an epoch's logs, quoted, for an error message."""
     return ", ".join(repr(k) for k in (logs or {})) or "none"
+
+
+def _log_number(value, key, argument, owner):
+    """A log value as a float: a number, or a one-element array or tensor
+    (Keras's F1Score logs an array of shape (1,); Keras compares it too)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        pass
+    try:
+        array = np.asarray(keras.ops.convert_to_numpy(value))
+    except Exception:  # noqa: BLE001 - any unconvertible object
+        array = None
+    if array is not None and array.size == 1 and \
+            np.issubdtype(array.dtype, np.number):
+        return float(array.reshape(()))
+    raise v.invalid_type(
+        owner, "logs",
+        f"a number (or a one-element array) at logs[{key!r}] (the "
+        f"`{argument}`)", value)
 
 
 class MonitorCallback(keras.callbacks.Callback):
@@ -114,22 +150,18 @@ class MonitorCallback(keras.callbacks.Callback):
     its absolute value, as Keras does) and `min_delta_mode`, and the direction
     once known: `monitor_op` is `keras.ops.less` (minimize) or
     `keras.ops.greater` (maximize), None while `mode="auto"` is undecided.
-    Subclasses call `_resolve_direction(logs)` at the first epoch end.
+    Subclasses call `_resolve_direction(logs)` at the first epoch end, and
+    read the logs with `_lookup` (a missing key: a warning once per run, reset
+    `_warned_missing` at the start of a run; a ValueError when `strict`).
     """
 
     _OWNER = "MonitorCallback"
 
     def __init__(self, monitor="val_loss", mode="auto", min_delta=0.0,
-                 min_delta_mode="absolute"):
+                 min_delta_mode="absolute", strict=False):
         super().__init__()
         owner = self._OWNER
-        if not isinstance(monitor, str):
-            raise v.invalid_type(owner, "monitor", "a non-empty string",
-                                 monitor)
-        if not monitor:
-            raise v.invalid_value(owner, "monitor", "a non-empty string",
-                                  monitor)
-        self.monitor = monitor
+        self.monitor = v.check_name(owner, "monitor", monitor)
         self.mode = v.check_option(owner, "mode", mode, MODES)
         # Keras's MonitorCallback stores abs(min_delta).
         self.min_delta = abs(v.check_float(
@@ -137,6 +169,8 @@ class MonitorCallback(keras.callbacks.Callback):
             expected="a finite float (its absolute value is used)"))
         self.min_delta_mode = v.check_option(
             owner, "min_delta_mode", min_delta_mode, MIN_DELTA_MODES)
+        self.strict = v.check_flag(owner, "strict", strict)
+        self._warned_missing = False
         self._sign = None
         if self.mode != "auto":
             self._set_direction(self.mode)
@@ -192,8 +226,8 @@ class MonitorCallback(keras.callbacks.Callback):
         if logs is not None and self.monitor not in logs:
             raise v.invalid_value(
                 self._OWNER, "monitor",
-                f"a key of the epoch logs (available: {available_keys(logs)})",
-                self.monitor)
+                f"a key of the epoch logs (available: {available_keys(logs)})"
+                f"{order_hint(self.monitor, self._OWNER)}", self.monitor)
         raise v.invalid_value(
             self._OWNER, "mode",
             f"'min' or 'max': mode='auto' cannot tell whether "
@@ -225,3 +259,41 @@ class MonitorCallback(keras.callbacks.Callback):
         return self._improves_score(self._score(monitor_value),
                                     self._score(reference_value))
 
+    # Reading the epoch logs ----------------------------------------------
+    def _lookup(self, logs, key, argument, owner=None):
+        value = logs.get(key)
+        if value is not None:
+            return _log_number(value, key, argument,
+                               owner or f"{self._OWNER}.on_epoch_end")
+        if self.strict:
+            raise v.invalid_value(
+                self._OWNER, argument,
+                f"a key of the epoch logs (available: {available_keys(logs)}; "
+                "pass strict=False to skip epochs without it)"
+                f"{order_hint(key, self._OWNER)}", key)
+        if not self._warned_missing:
+            self._warned_missing = True
+            warnings.warn(self._missing_key_message(logs, key, argument),
+                          stacklevel=3)
+        return None
+
+    def _missing_key_message(self, logs, key, argument):
+        message = (f"{self._OWNER}: `{argument}`={key!r} is not in the epoch "
+                   f"logs (available: {available_keys(logs)}); epochs without "
+                   "it are not monitored (pass strict=True to make this an "
+                   "error).")
+        return message + order_hint(key, self._OWNER)
+
+    def get_monitor_value(self, logs):
+        """The monitored value in `logs`, as Keras's method of that name.
+
+        Args:
+            logs: dict or None, an epoch's logs.
+
+        Returns:
+            `logs[monitor]` as a float, or None when it is missing (with a
+            warning once per run; a ValueError when `strict`).
+        """
+        owner = f"{self._OWNER}.get_monitor_value"
+        return self._lookup(v.check_logs(owner, logs), self.monitor, "monitor",
+                            owner)

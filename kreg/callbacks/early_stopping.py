@@ -1,14 +1,30 @@
 """Early stopping with Keras's, Lightning's and Prechelt's stopping rules.
 
-The callback is assembled from three parts that live in their own modules,
-along the lines Keras draws: the direction of the monitored quantity
-(`kreg.callbacks._monitor`, like Keras's `MonitorCallback`), the atomic
-checkpoint (`kreg.callbacks._checkpoint`) and Prechelt's criteria as pure step
-functions (`kreg.callbacks._prechelt`).
+The callback is assembled from parts that live in their own modules, along
+the lines Keras draws: the direction of the monitored quantity
+(`kreg.callbacks._monitor`, like Keras's `MonitorCallback`), the state and the
+table of criteria (`kreg.callbacks._criteria`: patience and Prechelt's GL, PQ
+and UP as pure steps over one frozen `StoppingState`; Prechelt's formulas in
+`kreg.callbacks._prechelt`), the atomic checkpoint
+(`kreg.callbacks._checkpoint`) and resuming (`kreg.callbacks._resume`).
+
+Prechelt defines his criteria on errors (lower is better); with `mode="max"`
+the values are negated, and GL and P_k are computed as
+`100 (E - E_opt) / |E_opt|` and `1000 (mean - min) / |min|`, which equal the
+paper's formulas for positive errors and stay relative losses for negated
+ones. `train_monitor` is read in the same direction as `monitor`.
+
+The checkpoint is a Keras `.weights.h5` file (`model.load_weights(path)`
+reads it, without kreg), with the file mode `model.save_weights` gives (0644
+under the usual umask). It is written atomically: to a temporary file in the
+same directory, flushed to disk, then renamed over `checkpoint_path`, so a
+crash or a kill at any moment leaves the previous best intact. A kill during
+a write leaves a hidden `.<name>.*.tmp.weights.h5` file; the next run with
+the same `checkpoint_path` deletes it at `on_train_begin`.
 """
 
+import inspect
 import math
-import os
 import warnings
 
 import keras
@@ -17,15 +33,9 @@ import numpy as np
 from kreg import _compat
 from kreg import _validation as v
 from kreg.callbacks import _checkpoint
-from kreg.callbacks import _prechelt
+from kreg.callbacks import _criteria
 from kreg.callbacks import _resume
-from kreg.callbacks._args import check_config
-from kreg.callbacks._args import check_count as _check_count
-from kreg.callbacks._args import check_epoch as _check_epoch
-from kreg.callbacks._args import check_flag as _check_flag
-from kreg.callbacks._args import check_logs as _check_logs
 from kreg.callbacks._monitor import MonitorCallback
-from kreg.callbacks._monitor import available_keys
 from kreg.callbacks._monitor import direction_from_name
 from kreg.callbacks._prechelt import generalization_loss
 from kreg.callbacks._prechelt import training_progress
@@ -35,59 +45,27 @@ __all__ = ["EarlyStopping", "direction_from_name", "generalization_loss",
 
 _OWNER = "EarlyStopping"
 
-CRITERIA = ("patience", "gl", "pq", "up")
-STOP_REASONS = (
-    "patience", "gl", "pq", "up", "stopping_threshold", "divergence_threshold",
-    "non_finite", "external", "completed",
+CRITERIA = tuple(_criteria.CRITERIA)
+STOP_REASONS = CRITERIA + (
+    "stopping_threshold", "divergence_threshold", "non_finite", "external",
+    "completed",
 )
-# Defaults of Prechelt's criteria, inside the ranges his experiments used
-# (GL_1..GL_5, PQ_0.5..PQ_3, UP_2..UP_4).
-DEFAULT_ALPHA = {"gl": 5.0, "pq": 2.0}
-DEFAULT_SUCCESSIVE_STRIPS = 3
 CHECKPOINT_SUFFIX = _checkpoint.SUFFIX
 STATE_VERSION = _resume.STATE_VERSION
 
 
-def _print(message):
-    _compat.print_msg(message)
-
-
-def _check_name(name, value):
-    if not isinstance(value, str):
-        raise v.invalid_type(_OWNER, name, "a non-empty string", value)
-    if not value:
-        raise v.invalid_value(_OWNER, name, "a non-empty string", value)
-    return value
-
-
-def _check_optional_float(name, value):
-    if value is None:
-        return None
-    return v.check_float(_OWNER, name, value, expected="a finite float or None")
-
-
-def _log_number(value, key, argument, owner):
-    """A log value as a float: a number, or a one-element array or tensor
-    (Keras's F1Score logs an array of shape (1,); Keras compares it too)."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        pass
-    try:
-        array = np.asarray(keras.ops.convert_to_numpy(value))
-    except Exception:  # noqa: BLE001 - any unconvertible object
-        array = None
-    if array is not None and array.size == 1 and \
-            np.issubdtype(array.dtype, np.number):
-        return float(array.reshape(()))
-    raise v.invalid_type(
-        owner, "logs",
-        f"a number (or a one-element array) at logs[{key!r}] (the "
-        f"`{argument}`)", value)
+def _ending(stopped_by_another, last_epoch):
+    """`(stopped_epoch, stop_reason, detail)` of a run this callback did not
+    stop: another callback stopped it, or all epochs ran."""
+    if stopped_by_another:
+        where = "" if last_epoch is None else f" at epoch {last_epoch + 1}"
+        return last_epoch or 0, "external", f"stopped{where} by another callback"
+    ran = 0 if last_epoch is None else last_epoch + 1
+    return 0, "completed", f"ran all {ran} epochs"
 
 
 @keras.saving.register_keras_serializable(package="kreg")
-class EarlyStopping(MonitorCallback):
+class EarlyStopping(_resume.StateMixin, MonitorCallback):
     """Stop training when the validation error stops improving; keep the best.
 
     The textbook's early stopping: watch the validation error, stop when it
@@ -127,21 +105,16 @@ class EarlyStopping(MonitorCallback):
          the end of the strip is higher than at the end of the previous strip,
          for `successive_strips` strips in a row (Prechelt's UP_s).
 
-    Strips are counted from the first monitored epoch. Prechelt defines his
-    criteria on errors (lower is better); with `mode="max"` the values are
-    negated, and GL and P_k are computed as `100 (E - E_opt) / |E_opt|` and
-    `1000 (mean - min) / |min|`, which equal the paper's formulas for positive
-    errors and stay relative losses for negated ones. `train_monitor` is read
-    in the same direction as `monitor`. `E_opt` is the lowest monitored value
-    (as in the paper); `min_delta` only decides which epoch counts as the best
-    one to restore.
+    Strips are counted from the first monitored epoch; with `mode="max"`
+    the values are negated (see the module docstring). `E_opt` is the lowest
+    monitored value (as in the paper); `min_delta` only decides which epoch
+    counts as the best one to restore.
 
     A monitored key missing from the logs (e.g. `"val_loss"` in a `fit`
-    without validation data): as in Keras, a warning (once per run, listing
-    the available keys) and the epoch is not monitored; with `strict=True`,
-    a ValueError instead. With `mode="auto"` and a name whose direction
-    cannot be told, a missing key is a ValueError naming the unknown monitor
-    (a typo such as `"val_los"`), whatever `strict` says.
+    without validation data): as in Keras, a warning (once per run) and the
+    epoch is not monitored; with `strict=True`, a ValueError. With
+    `mode="auto"` and a name whose direction cannot be told, a missing key is
+    a ValueError naming the unknown monitor (a typo such as `"val_los"`).
 
     At the end of training (on every exit path that Keras calls back on:
     stopped by this callback, all epochs run, or another callback set
@@ -164,23 +137,17 @@ class EarlyStopping(MonitorCallback):
       or, with `stop_reason="external"`, by another), 0 when it was not
       stopped, so that Keras's `if es.stopped_epoch > 0:` works (a stop at
       epoch 0, e.g. a NaN there, also reads 0: `stop_reason` tells);
-    - `stop_reason`: one of `"patience"`, `"gl"`, `"pq"`, `"up"`,
+    - `stop_reason`: one of `STOP_REASONS`: a criterion's name,
       `"stopping_threshold"`, `"divergence_threshold"`, `"non_finite"`,
-      `"external"` (another callback stopped training) and `"completed"`
-      (all epochs ran); None before training ends unless this callback
-      stopped it;
+      `"external"` (another callback stopped training), `"completed"`;
+      None before training ends unless this callback stopped it;
     - `criterion_value`: the last value the criterion compared with its
       threshold (GL(t) for `"gl"`, GL/P_k at the last strip end for `"pq"`,
       the count of rising strips for `"up"`; None for `"patience"`).
 
-    The checkpoint is a Keras `.weights.h5` file (`model.load_weights(path)`
-    reads it, without kreg), with the file mode `model.save_weights` gives
-    (0644 under the usual umask). It is written atomically: to a temporary
-    file in the same directory, flushed to disk, then renamed over
-    `checkpoint_path`, so a crash or a kill at any moment leaves the previous
-    best intact. A kill during a write leaves a hidden
-    `.<name>.*.tmp.weights.h5` file; the next run with the same
-    `checkpoint_path` deletes it at `on_train_begin`.
+    The checkpoint is a Keras `.weights.h5` file, written atomically (see
+    the module docstring): a crash or a kill at any moment leaves the
+    previous best intact.
 
     One instance serves several `fit` calls: `on_train_begin` resets the
     per-run state, unless `set_state` was called just before (to resume).
@@ -324,81 +291,41 @@ class EarlyStopping(MonitorCallback):
         checkpoint_path=None,
     ):
         # Checked before the direction is set (explicit modes set it now).
-        self.stopping_threshold = _check_optional_float(
-            "stopping_threshold", stopping_threshold)
-        self.divergence_threshold = _check_optional_float(
-            "divergence_threshold", divergence_threshold)
-        super().__init__(monitor, mode, min_delta, min_delta_mode)
-        self.patience = _check_count(_OWNER, "patience", patience, 0)
+        self.stopping_threshold = v.check_optional_float(
+            _OWNER, "stopping_threshold", stopping_threshold)
+        self.divergence_threshold = v.check_optional_float(
+            _OWNER, "divergence_threshold", divergence_threshold)
+        super().__init__(monitor, mode, min_delta, min_delta_mode, strict)
+        patience = v.check_count(_OWNER, "patience", patience, 0)
         if isinstance(verbose, (bool, np.bool_)):
             verbose = int(verbose)
-        self.verbose = _check_count(_OWNER, "verbose", verbose, 0)
-        self.baseline = _check_optional_float("baseline", baseline)
-        self.restore_best_weights = _check_flag(
+        self.verbose = v.check_count(_OWNER, "verbose", verbose, 0)
+        baseline = v.check_optional_float(_OWNER, "baseline", baseline)
+        self.restore_best_weights = v.check_flag(
             _OWNER, "restore_best_weights", restore_best_weights)
-        self.start_from_epoch = _check_count(
+        self.start_from_epoch = v.check_count(
             _OWNER, "start_from_epoch", start_from_epoch, 0)
-        self.check_finite = _check_flag(_OWNER, "check_finite", check_finite)
-        self.strict = _check_flag(_OWNER, "strict", strict)
+        self.check_finite = v.check_flag(_OWNER, "check_finite", check_finite)
         self.criterion = v.check_option(_OWNER, "criterion", criterion, CRITERIA)
-        self.strip = _check_count(_OWNER, "strip", strip, 1)
-        self.train_monitor = _check_name("train_monitor", train_monitor)
-
-        if criterion in DEFAULT_ALPHA:
-            self.alpha = DEFAULT_ALPHA[criterion] if alpha is None else \
-                v.check_float(_OWNER, "alpha", alpha, low=0.0,
-                              expected="a finite float >= 0 or None")
-        else:
-            if alpha is not None:
-                raise v.invalid_value(
-                    _OWNER, "alpha",
-                    f"None with criterion={criterion!r} (alpha is the "
-                    "threshold of criterion 'gl' or 'pq')", alpha)
-            self.alpha = None
-        if criterion == "up":
-            self.successive_strips = DEFAULT_SUCCESSIVE_STRIPS \
-                if successive_strips is None else _check_count(
-                    _OWNER, "successive_strips", successive_strips, 1,
-                    allow_none=True)
-        else:
-            if successive_strips is not None:
-                raise v.invalid_value(
-                    _OWNER, "successive_strips",
-                    f"None with criterion={criterion!r} (successive_strips is "
-                    "the s of criterion 'up')", successive_strips)
-            self.successive_strips = None
-        if criterion != "patience":
-            if self.patience != 0:
-                raise v.invalid_value(
-                    _OWNER, "patience",
-                    f"0 with criterion={criterion!r} (patience belongs to "
-                    "criterion 'patience')", patience)
-            if self.baseline is not None:
-                raise v.invalid_value(
-                    _OWNER, "baseline",
-                    f"None with criterion={criterion!r} (baseline belongs to "
-                    "criterion 'patience')", baseline)
+        self.strip = v.check_count(_OWNER, "strip", strip, 1)
+        self.train_monitor = v.check_name(_OWNER, "train_monitor", train_monitor)
+        # The arguments that belong to one criterion: per the criteria table.
+        own = _criteria.check_arguments(_OWNER, criterion, {
+            "patience": patience, "baseline": baseline, "alpha": alpha,
+            "successive_strips": successive_strips})
+        self.patience, self.baseline = own["patience"], own["baseline"]
+        self.alpha, self.successive_strips = own["alpha"], own["successive_strips"]
         self.checkpoint_path = _checkpoint.check_path(_OWNER, checkpoint_path)
 
         self._state_sign = None
         self._keep_state_once = False
         self._reset()
 
-    # ------------------------------------------------------------------
-    # Direction (the rest is in MonitorCallback)
+    # Direction (the rest is in MonitorCallback) ---------------------------
     def _set_direction(self, direction):
-        sign = 1.0 if direction == "min" else -1.0
-        if self.stopping_threshold is not None and \
-                self.divergence_threshold is not None and \
-                sign * self.stopping_threshold >= \
-                sign * self.divergence_threshold:
-            worse = "greater" if direction == "min" else "smaller"
-            raise v.invalid_value(
-                _OWNER, "divergence_threshold",
-                f"a value {worse} than stopping_threshold="
-                f"{self.stopping_threshold!r} (monitor={self.monitor!r} is "
-                f"{'minimized' if direction == 'min' else 'maximized'})",
-                self.divergence_threshold)
+        _criteria.check_thresholds(_OWNER, self.monitor, direction,
+                                   self.stopping_threshold,
+                                   self.divergence_threshold)
         super()._set_direction(direction)
 
     def _resolve_direction(self, logs=None):
@@ -410,191 +337,23 @@ class EarlyStopping(MonitorCallback):
                 f"a state saved with the same direction (monitor="
                 f"{self.monitor!r} is now {self.direction}imized)", "{...}")
 
-    # ------------------------------------------------------------------
-    # State
-    @property
-    def best_value(self):
-        """The best monitored value so far (the same as `best`)."""
-        return self.best
-
-    def _reset(self):
-        self.wait = 0
-        self.best = None
-        self.best_epoch = 0
-        self.best_weights = None
-        self.stopped_epoch = 0
-        self.stop_reason = None
-        self.criterion_value = None
-        self._detail = None
-        self._curve = _prechelt.CurveState()
-        self._last_epoch = None
-        self._warned_missing = False
-        self._restored = False
-
-    def get_state(self, include_weights=False):
-        """The counters needed to resume a run, as a JSON-able dict.
-
-        Holds the patience counter, the best value and epoch, and what
-        Prechelt's criteria need (the lowest error so far, the strip position,
-        the training errors of the current strip, the last strip-end value and
-        the count of rising strips).
-
-        Args:
-            include_weights: bool, default False. Also include the best
-                weights in memory, as nested lists (fine for small models;
-                otherwise give `checkpoint_path`, from which a resumed run
-                reloads them).
-
-        Returns:
-            A dict of plain Python values.
-
-        Example:
-
-        >>> import json, kreg
-        >>> es = kreg.callbacks.EarlyStopping(patience=3)
-        >>> es.on_train_begin()
-        >>> es.on_epoch_end(0, {"val_loss": 1.0})
-        >>> es.on_epoch_end(1, {"val_loss": 1.5})
-        >>> state = json.loads(json.dumps(es.get_state()))
-        >>> state["wait"], state["best"], state["best_epoch"]
-        (1, 1.0, 0)
-        """
-        include_weights = _check_flag("EarlyStopping.get_state",
-                                      "include_weights", include_weights)
-        curve = self._curve
-        state = {
-            "version": STATE_VERSION,
-            "monitor": self.monitor,
-            "criterion": self.criterion,
-            "strip": self.strip,
-            "sign": self._sign,
-            "wait": self.wait,
-            "best": self.best,
-            "best_epoch": self.best_epoch,
-            "e_opt": curve.e_opt,
-            "n_monitored": curve.n,
-            "train_window": list(curve.train_strip),
-            "strip_end_value": curve.strip_end,
-            "ups": curve.ups,
-            "last_epoch": self._last_epoch,
-        }
-        if include_weights and self.best_weights is not None:
-            state["best_weights"] = [np.asarray(w).tolist()
-                                     for w in self.best_weights]
-            state["best_weights_dtypes"] = [str(np.asarray(w).dtype)
-                                            for w in self.best_weights]
-        return state
-
-    def set_state(self, state):
-        """Load counters saved by `get_state`; the next `fit` continues them.
-
-        The next `on_train_begin` keeps this state instead of resetting it
-        (once), so a run resumed with `keras.callbacks.BackupAndRestore`
-        continues counting patience from where it was. Without weights in the
-        state, the best weights are reloaded from `checkpoint_path` when it
-        exists; otherwise only an epoch that improves after the resume can be
-        restored (a warning says so at the end). Every entry is checked here:
-        a wrong one is an error now, not one epoch later. States of version 1
-        (kreg 0.x, with `best_value`) are accepted.
-
-        Args:
-            state: dict, as returned by `get_state` (also after a JSON round
-                trip), for the same `monitor`, `criterion` and `strip`.
-
-        Returns:
-            None.
-        """
-        parsed = _resume.parse_state(state, owner="EarlyStopping.set_state",
-                                     expect={
-                                         "monitor": self.monitor,
-                                         "criterion": self.criterion,
-                                         "strip": self.strip,
-                                         "mode": self.mode,
-                                         "sign": self._sign})
-        sign = parsed["sign"]
-        self._reset()
-        self.wait = parsed["wait"]
-        self.best = parsed["best"]
-        self.best_epoch = parsed["best_epoch"]
-        self._curve = _prechelt.CurveState(
-            n=parsed["n_monitored"], e_opt=parsed["e_opt"],
-            train_strip=tuple(parsed["train_window"]),
-            strip_end=parsed["strip_end_value"], ups=parsed["ups"])
-        self._last_epoch = parsed["last_epoch"]
-        self.best_weights = parsed.get("best_weights")
-        self._keep_state_once = True
-        if self.mode == "auto":
-            self._sign = None
-            self._state_sign = sign
-
-    # ------------------------------------------------------------------
-    # Hooks
+    # Hooks -----------------------------------------------------------------
     def on_train_begin(self, logs=None):
-        _check_logs("EarlyStopping.on_train_begin", logs)
+        v.check_logs("EarlyStopping.on_train_begin", logs)
         if self.mode == "auto":
             self._sign = None  # decided at the first epoch end
         if self.checkpoint_path is not None:
             _checkpoint.remove_stale_temp_files(self.checkpoint_path)
+        self._warned_missing = False
         if self._keep_state_once:
-            self._keep_state_once = False
-            self.stopped_epoch = 0
-            self.stop_reason = None
-            self._detail = None
-            self._warned_missing = False
-            self._restored = False
-            if self.best_weights is None and self.best is not None and \
-                    self.restore_best_weights:
-                self._reload_checkpoint()
+            self._resume_run()  # after set_state: keep the counters, once
         else:
             self._reset()
 
-    def _reload_checkpoint(self):
-        path = self.checkpoint_path
-        model = self.model
-        if path is None or model is None or not os.path.exists(path):
-            return
-        current = model.get_weights()
-        model.load_weights(path)
-        self.best_weights = model.get_weights()
-        model.set_weights(current)
-
-    def _lookup(self, logs, key, argument,
-                owner="EarlyStopping.on_epoch_end"):
-        value = logs.get(key)
-        if value is not None:
-            return _log_number(value, key, argument, owner)
-        if self.strict:
-            raise v.invalid_value(
-                _OWNER, argument,
-                f"a key of the epoch logs (available: {available_keys(logs)}; "
-                "pass strict=False to skip epochs without it)", key)
-        if not self._warned_missing:
-            self._warned_missing = True
-            warnings.warn(
-                f"EarlyStopping: `{argument}`={key!r} is not in the epoch "
-                f"logs (available: {available_keys(logs)}); epochs without it "
-                "are not monitored (pass strict=True to make this an error).",
-                stacklevel=3)
-        return None
-
-    def get_monitor_value(self, logs):
-        """The monitored value in `logs`, as Keras's method of that name.
-
-        Args:
-            logs: dict or None, an epoch's logs.
-
-        Returns:
-            `logs[monitor]` as a float, or None when it is missing (with a
-            warning once per run; a ValueError when `strict`).
-        """
-        owner = "EarlyStopping.get_monitor_value"
-        return self._lookup(_check_logs(owner, logs), self.monitor, "monitor",
-                            owner)
-
     def on_epoch_end(self, epoch, logs=None):
         owner = "EarlyStopping.on_epoch_end"
-        epoch = _check_epoch(owner, epoch)
-        logs = _check_logs(owner, logs)
+        epoch = v.check_epoch(owner, epoch)
+        logs = v.check_logs(owner, logs)
         if self._sign is None:
             self._resolve_direction(logs)
         self._last_epoch = epoch
@@ -602,7 +361,7 @@ class EarlyStopping(MonitorCallback):
         if value is None:
             return
         train_value = None
-        if self.criterion == "pq":
+        if _criteria.CRITERIA[self.criterion].reads_train:
             train_value = self._lookup(logs, self.train_monitor,
                                        "train_monitor")
             if train_value is None:
@@ -617,75 +376,39 @@ class EarlyStopping(MonitorCallback):
             return
         self._monitor(epoch, value, train_value)
 
-    def _criterion_step(self, score, train_value):
-        curve = self._curve
-        if self.criterion == "gl":
-            return _prechelt.gl_step(curve, score, alpha=self.alpha,
-                                     strip=self.strip)
-        if self.criterion == "pq":
-            return _prechelt.pq_step(curve, score, self._score(train_value),
-                                     alpha=self.alpha, strip=self.strip)
-        if self.criterion == "up":
-            return _prechelt.up_step(curve, score, strip=self.strip,
-                                     successive=self.successive_strips)
-        return _prechelt.Step(_prechelt.observe(curve, score, strip=self.strip),
-                              None, False)
-
     def _monitor(self, epoch, value, train_value):
-        score = self._score(value)
-        step = self._criterion_step(score, train_value)
-        self._curve = step.state
+        state, improved = _criteria.best_step(
+            self._state, value, epoch, beats=self._is_improvement,
+            baseline=self.baseline)
+        row = _criteria.CRITERIA[self.criterion]
+        arguments = {name: getattr(self, name) for name in row.defaults}
+        arguments["strip"] = self.strip
+        seen = _criteria.Epoch(
+            epoch, self._score(value),
+            None if train_value is None else self._score(train_value),
+            improved)
+        step = row.step(state, seen, **arguments)
+        self._state = step.state
         if step.value is not None:
             self.criterion_value = step.value
-
-        improved = self._is_improvement(value, self.best)
-        self.wait += 1
         if improved:
-            self.best = value
-            self.best_epoch = epoch
             if self.restore_best_weights and self.model is not None:
                 self.best_weights = self.model.get_weights()
             if self.checkpoint_path is not None and self.model is not None:
                 _checkpoint.save_weights_atomically(self.model,
                                                     self.checkpoint_path)
-            # Keras: restart the count only when the baseline is beaten too.
-            if self.baseline is None or self._is_improvement(value,
-                                                             self.baseline):
-                self.wait = 0
 
-        if self.stopping_threshold is not None and \
-                score < self._score(self.stopping_threshold):
+        crossed = _criteria.crossed_threshold(
+            seen.score, self._sign, self.stopping_threshold,
+            self.divergence_threshold)
+        if crossed is not None:
+            verb = "reached" if crossed == "stopping_threshold" else "passed"
             return self._stop(
-                epoch, "stopping_threshold",
-                f"{self.monitor}={value:.6g} reached stopping_threshold="
-                f"{self.stopping_threshold:g}")
-        if self.divergence_threshold is not None and \
-                score > self._score(self.divergence_threshold):
-            return self._stop(
-                epoch, "divergence_threshold",
-                f"{self.monitor}={value:.6g} passed divergence_threshold="
-                f"{self.divergence_threshold:g}")
-
-        if self.criterion == "patience":
-            if not improved and self.wait >= self.patience and epoch > 0:
-                self._stop(
-                    epoch, "patience",
-                    f"no improvement in {self.monitor} for {self.wait} epochs "
-                    f"(patience={self.patience})")
-        elif step.stop:
+                epoch, crossed, f"{self.monitor}={value:.6g} {verb} {crossed}="
+                f"{getattr(self, crossed):g}")
+        if step.stop:
             self._stop(epoch, self.criterion,
-                       self._criterion_detail(step, score))
-
-    def _criterion_detail(self, step, score):
-        if self.criterion == "gl":
-            return f"generalization loss GL={step.value:.4g} > {self.alpha:g}"
-        if self.criterion == "pq":
-            gl = generalization_loss(score, step.state.e_opt)
-            progress = training_progress(step.state.train_strip)
-            return (f"GL/P_{self.strip}={step.value:.4g} > {self.alpha:g} "
-                    f"(GL={gl:.4g}, P_{self.strip}={progress:.4g})")
-        return (f"{self.monitor} rose over {step.value} successive strips "
-                f"of {self.strip} epochs (UP_{self.successive_strips})")
+                       row.detail(step, seen, self.monitor, **arguments))
 
     def _stop(self, epoch, reason, detail):
         self.stopped_epoch = epoch
@@ -695,19 +418,12 @@ class EarlyStopping(MonitorCallback):
             self.model.stop_training = True
 
     def on_train_end(self, logs=None):
-        _check_logs("EarlyStopping.on_train_end", logs)
+        v.check_logs("EarlyStopping.on_train_end", logs)
         model = self.model
-        if self.stop_reason is None:
-            if model is not None and getattr(model, "stop_training", False):
-                self.stopped_epoch = self._last_epoch or 0
-                self.stop_reason = "external"
-                where = "" if self._last_epoch is None else \
-                    f" at epoch {self._last_epoch + 1}"
-                self._detail = f"stopped{where} by another callback"
-            else:
-                self.stop_reason = "completed"
-                ran = 0 if self._last_epoch is None else self._last_epoch + 1
-                self._detail = f"ran all {ran} epochs"
+        if self.stop_reason is None:  # not stopped by this callback
+            self.stopped_epoch, self.stop_reason, self._detail = _ending(
+                model is not None and getattr(model, "stop_training", False),
+                self._last_epoch)
         self._restored = False
         if self.restore_best_weights and model is not None:
             if self.best_weights is not None:
@@ -720,7 +436,7 @@ class EarlyStopping(MonitorCallback):
                     "(no weights in the state and no checkpoint_path); the "
                     "final weights are kept.", stacklevel=2)
         if self.verbose:
-            _print(self.summary())
+            _compat.print_msg(self.summary())
 
     def summary(self):
         """A one-line human summary of the last run (printed when verbose).
@@ -738,30 +454,11 @@ class EarlyStopping(MonitorCallback):
                 best += ", weights restored"
         return f"EarlyStopping: {head}; {best}."
 
-    # ------------------------------------------------------------------
     def get_config(self):
-        return {
-            "monitor": self.monitor,
-            "min_delta": self.min_delta,
-            "patience": self.patience,
-            "verbose": self.verbose,
-            "mode": self.mode,
-            "baseline": self.baseline,
-            "restore_best_weights": self.restore_best_weights,
-            "start_from_epoch": self.start_from_epoch,
-            "check_finite": self.check_finite,
-            "stopping_threshold": self.stopping_threshold,
-            "divergence_threshold": self.divergence_threshold,
-            "strict": self.strict,
-            "criterion": self.criterion,
-            "alpha": self.alpha,
-            "strip": self.strip,
-            "successive_strips": self.successive_strips,
-            "train_monitor": self.train_monitor,
-            "min_delta_mode": self.min_delta_mode,
-            "checkpoint_path": self.checkpoint_path,
-        }
+        return {name: getattr(self, name) for name in
+                inspect.signature(EarlyStopping.__init__).parameters
+                if name != "self"}
 
     @classmethod
     def from_config(cls, config):
-        return cls(**check_config(cls, config))
+        return cls(**v.check_config(cls, config))

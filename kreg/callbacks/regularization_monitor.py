@@ -7,10 +7,10 @@ import numpy as np
 
 from kreg import _compat
 from kreg import _validation as v
-from kreg.callbacks._args import check_config
-from kreg.callbacks._args import check_epoch
-from kreg.callbacks._args import check_logs
-from kreg.callbacks._args import is_real
+from kreg._validation import check_config
+from kreg._validation import check_epoch
+from kreg._validation import check_logs
+from kreg._validation import is_real
 from kreg.regularizers.penalties import penalty
 
 _OWNER = "RegularizationMonitor"

@@ -119,7 +119,8 @@ class HeNormal(keras.initializers.VarianceScaling):
 
     def get_config(self):
         return {
-            "seed": self._init_seed,
+            # Keras's config keeps the seed as given (None stays None).
+            "seed": super().get_config()["seed"],
             "mode": self.mode,
             "negative_slope": self.negative_slope,
             "distribution": self.he_distribution,

@@ -64,6 +64,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from kreg import _compat
+from kreg import _validation as v
+
 #: Bits compared per mask element, and the cut-off of `min(p, 1 - p)` below
 #: which 32 bits are used instead of 16.
 MASK_BITS = 16
@@ -101,9 +104,9 @@ def _size(shape):
 
 def _seed_tensor(seed):
     if not isinstance(seed, keras.random.SeedGenerator):
-        raise TypeError(
-            "kreg's masks take a keras.random.SeedGenerator (or "
-            f"kreg.layers.base.TensorSeed) as seed. Received: seed={seed!r}")
+        raise v.invalid_type(
+            "kreg's masks", "seed",
+            "a keras.random.SeedGenerator (or kreg.layers.base.TensorSeed)", seed)
     return seed.next()
 
 
@@ -139,10 +142,8 @@ def _torch_fill(words, seed):
 
 @functools.cache
 def _torch_filler():
-    import torch
-
     # A torch.Generator cannot be traced by torch.compile (as in Keras).
-    return torch._dynamo.disable(_torch_fill)
+    return _compat.torch_compile_disable(_torch_fill)
 
 
 def _torch_words(count, seed):
@@ -175,7 +176,7 @@ def random_words(count, seed):
     if words is None:  # another backend: Keras's integer draw (its range
         # stops at 2**31 - 2, a bias of 2**-32 per word)
         return keras.random.randint((count,), -(2**31), 2**31 - 1,
-                                    seed=_Fixed(_seed_tensor(seed)),
+                                    seed=_compat.FixedSeed(_seed_tensor(seed)),
                                     dtype="int32")
     return words(count, seed)
 
@@ -189,17 +190,6 @@ def _as_signed(words, bits):
 
         return tf.reshape(tf.bitcast(words, getattr(tf, dtype)), [-1])
     return ops.reshape(ops.view(words, dtype), (-1,))
-
-
-class _Fixed(keras.random.SeedGenerator):
-    """A seed generator that returns one already drawn seed tensor."""
-
-    def __init__(self, seed_tensor):  # noqa: D107 - no super().__init__ on purpose
-        self._seed_tensor = seed_tensor
-        self._initial_seed = seed_tensor
-
-    def next(self, ordered=True):
-        return self._seed_tensor
 
 
 def keep_mask(shape, keep_prob, seed):
@@ -241,7 +231,7 @@ def keep_mask(shape, keep_prob, seed):
 
 # -- packed masks -----------------------------------------------------------------
 def random_bits_per_mask(keep_prob):
-    """Random bits `keep_bytes` spends per mask element (1 to 32).
+    """Random bits `keep_words` spends per mask element (1 to 32).
 
     The comparison `u < K` of a `bits`-bit slice `u` (see `keep_threshold`)
     only depends on the top `bits - z` bits of `u`, where `z` is the number

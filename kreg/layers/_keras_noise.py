@@ -35,14 +35,13 @@ from kreg.layers.dropout import Dropout
 from kreg.layers.gaussian_dropout import GaussianDropout
 from kreg.layers.gaussian_dropout import GaussianNoise
 
-_SPATIAL_RANKS = {"SpatialDropout1D": 3, "SpatialDropout2D": 4, "SpatialDropout3D": 5}
 #: SELU's saturation value, -scale * alpha (Keras's AlphaDropout).
 _ALPHA_P = -1.0507009873554804934193349852946 * 1.6732632423543772848170429916717
 
 
 def spatial_noise_shape(layer):
     """The noise shape of a Keras `SpatialDropout1D/2D/3D` (one mask per channel)."""
-    rank = _SPATIAL_RANKS[type(layer).__name__]
+    rank = next(r for cls, r in zip(_SPATIAL, (3, 4, 5)) if isinstance(layer, cls))
     if rank == 3:
         return (None, 1, None)
     if getattr(layer, "data_format", "channels_last") == "channels_first":
@@ -50,17 +49,36 @@ def spatial_noise_shape(layer):
     return (None,) + (1,) * (rank - 2) + (None,)
 
 
-def kreg_twin(layer, *, gaussian_noise=True):
-    """The kreg layer equal to a Keras noise layer, or None (no such twin)."""
+_SPATIAL = (keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
+            keras.layers.SpatialDropout3D)
+
+
+#: Keras's noise layers (and their subclasses) that `sampler` draws.
+NOISE_LAYERS = (keras.layers.Dropout, keras.layers.GaussianDropout,
+                keras.layers.GaussianNoise, keras.layers.AlphaDropout)
+
+
+def kreg_twin(layer, *, gaussian_noise=True, subclasses=True):
+    """The kreg layer equal to a Keras noise layer, or None (no such twin).
+
+    Used by Monte Carlo sampling (the twin draws in the layer's place) and
+    by `kreg.convert_dropout` (the twin replaces it). With `subclasses`,
+    subclasses count as their Keras class: `class MCDropout(Dropout)` whose
+    `call` forces `training=True` (a common MC dropout recipe) is sampled as
+    the Dropout it is; without, only the Keras classes themselves have twins.
+    `gaussian_noise=False`: `GaussianNoise` has none.
+    """
+    if not subclasses and type(layer).__module__.split(".")[0] != "keras":
+        return None
     kw = {"seed": layer.seed, "name": layer.name, "dtype": layer.dtype_policy}
-    if type(layer) is keras.layers.GaussianDropout:
+    if isinstance(layer, keras.layers.GaussianDropout):
         return GaussianDropout(layer.rate, **kw)
-    if gaussian_noise and type(layer) is keras.layers.GaussianNoise:
+    if gaussian_noise and isinstance(layer, keras.layers.GaussianNoise):
         return GaussianNoise(layer.stddev, **kw)
-    if type(layer) is keras.layers.Dropout:
-        return Dropout(layer.rate, noise_shape=layer.noise_shape, **kw)
-    if type(layer).__name__ in _SPATIAL_RANKS and isinstance(layer, keras.layers.Dropout):
+    if isinstance(layer, _SPATIAL):
         return Dropout(layer.rate, noise_shape=spatial_noise_shape(layer), **kw)
+    if isinstance(layer, keras.layers.Dropout):
+        return Dropout(layer.rate, noise_shape=layer.noise_shape, **kw)
     return None
 
 
@@ -82,13 +100,13 @@ def is_sampled(layer):
     """True for a Keras layer whose noise `sampler` draws (rate above 0)."""
     if _stochastic_rnn(layer):
         return True
-    if type(layer) is keras.layers.AlphaDropout:
+    if isinstance(layer, keras.layers.AlphaDropout):
         return layer.rate > 0
-    if type(layer) is keras.layers.GaussianNoise:
+    if isinstance(layer, keras.layers.GaussianNoise):
         return layer.stddev > 0
-    twin = (type(layer) in (keras.layers.Dropout, keras.layers.GaussianDropout)
-            or type(layer).__name__ in _SPATIAL_RANKS)
-    return twin and isinstance(getattr(layer, "rate", None), (int, float)) and layer.rate > 0
+    if isinstance(layer, (keras.layers.Dropout, keras.layers.GaussianDropout)):
+        return isinstance(layer.rate, (int, float)) and layer.rate > 0
+    return False
 
 
 class Sampler:
@@ -112,7 +130,7 @@ def sampler(layer):
     """The `Sampler` of a Keras layer for which `is_sampled` is True."""
     if _stochastic_rnn(layer):
         return _rnn_sampler(layer)
-    if type(layer) is keras.layers.AlphaDropout:
+    if isinstance(layer, keras.layers.AlphaDropout):
         def alpha_call(original, inputs, *args, **kwargs):
             return _alpha_dropout(layer, inputs, current_sampling())
         return Sampler(layer, [Patch(layer, "call", alpha_call)], {layer: layer})

@@ -15,6 +15,13 @@ seed dtype):
 
 Every field has its own bits, so distinct (user seed, pass, layer, salt)
 tuples give distinct seeds.
+
+A request seed of `kreg.export`'s `serve_mc_seeded` is an int in
+[0, 2**REQUEST_SEED_BITS): its low SEED_BITS bits are the user's seed and its
+high COUNTER_BITS bits the first pass counter (`split_request_seed`), so
+request seed s is `MCPredictor`'s seed s mod 2**32 at pass counter s >> 32,
+distinct request seeds give distinct streams, and s < 2**32 is
+`MCPredictor(..., seed=s)`'s first pass.
 """
 
 import keras
@@ -27,6 +34,8 @@ from kreg import _compat
 SEED_BITS = 32
 #: Forward passes per predict call: the pass counter is < 2**COUNTER_BITS.
 COUNTER_BITS = 20
+#: A request seed of `kreg.export` is an int in [0, 2**REQUEST_SEED_BITS).
+REQUEST_SEED_BITS = SEED_BITS + COUNTER_BITS
 #: Bits of seed0 that hold the low part of the user's seed.
 BASE_BITS = 24
 #: Bits of seed1 below the salt (the user's high bits and the counter).
@@ -56,6 +65,17 @@ def encode_seed(seed, counter=0):
     return seed % base, high * (1 << COUNTER_BITS) + counter
 
 
+def split_request_seed(seed):
+    """`(user seed, first pass counter)` of a request seed (see the module docstring).
+
+    Works on Python ints and on int64 tensors (the serving graph's seed).
+
+    >>> split_request_seed(7), split_request_seed(3 * 2**32 + 7)
+    ((7, 0), (7, 3))
+    """
+    return seed % (1 << SEED_BITS), (seed // (1 << SEED_BITS)) % (1 << COUNTER_BITS)
+
+
 def layer_seed(pass_seed, index, salt=0):
     """The seed of layer `index`'s draw `salt` in the pass `pass_seed`.
 
@@ -82,19 +102,14 @@ def seed_dtype():
     return _compat.random_seed_dtype()
 
 
-class TensorSeed(keras.random.SeedGenerator):
+class TensorSeed(_compat.FixedSeed):
     """A seed "generator" that always returns one given seed tensor.
 
     `keras.random.*` accepts only an int or a `SeedGenerator` as `seed` (on
     TensorFlow), so a seed computed at run time (from the Monte Carlo
-    predictor's seed, a layer index, a replica id) is wrapped in this.
+    predictor's seed, a layer index, a replica id) is wrapped in this. On
+    PyTorch the pair is hashed into one seed (`torch_mixed_seed`).
     """
-
-    def __init__(self, seed_tensor):  # noqa: D107 - no super().__init__ on purpose
-        self._seed_tensor = seed_tensor
-        # Keras's torch dropout takes its (slow, unseeded) fast path when a
-        # generator's `_initial_seed` is None; this one is always seeded.
-        self._initial_seed = seed_tensor
 
     def next(self, ordered=True):
         if keras.backend.backend() == "torch":

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kreg import _compat
 from kreg import _validation as v
 from kreg.layers._bernoulli import dropped
 from kreg.layers._bernoulli import where_kept
@@ -177,7 +178,7 @@ class Dropout(StochasticLayer):
         self.scaling = v.check_option("Dropout", "scaling", scaling, SCALINGS)
         self.noise_shape = validate_noise_shape("Dropout", noise_shape)
         self.supports_masking = True
-        self._build_at_init()
+        _compat.build_at_init(self)
 
     # ------------------------------------------------------------------
     def _check_call(self, inputs, training, ctx):

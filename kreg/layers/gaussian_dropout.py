@@ -8,6 +8,7 @@ import math
 import keras
 from keras import ops
 
+from kreg import _compat
 from kreg import _validation as v
 from kreg.layers._noise import NoiseLayer
 from kreg.layers._sampling import per_sample_draw
@@ -114,7 +115,7 @@ class GaussianDropout(_GaussianNoiseMixin, StochasticLayer):
         self._init_stochastic(DEFAULT_RATE if rate is None else rate,
                               keep_prob, seed)
         self.supports_masking = True
-        self._build_at_init()
+        _compat.build_at_init(self)
 
     def _stddev(self):
         return math.sqrt(self.rate / (1.0 - self.rate))
@@ -170,7 +171,7 @@ class GaussianNoise(_GaussianNoiseMixin, NoiseLayer):
         self.stddev = v.check_float("GaussianNoise", "stddev", stddev, low=0.0)
         self._init_seed(seed)
         self.supports_masking = True
-        self._build_at_init()
+        _compat.build_at_init(self)
 
     @property
     def is_stochastic(self):

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kreg import _compat
 from kreg import _validation as v
 from kreg.layers._noise import NoiseLayer
 from kreg.layers._noise import check_data_format
@@ -158,7 +159,7 @@ class StochasticPooling2D(NoiseLayer):
         self.data_format = check_data_format(owner, data_format)
         self._init_seed(seed)
         self.input_spec = keras.layers.InputSpec(ndim=4)
-        self._build_at_init()
+        _compat.build_at_init(self)
 
     # ------------------------------------------------------------------
     def _sample(self, inputs, ctx):

@@ -19,21 +19,21 @@ def is_kreg_sampling(layer):
     return isinstance(layer, StochasticLayer) and layer.is_stochastic
 
 
-def sampling_layers(model):
+def sampling_layers(model, layers=None):
     """The layers (rate > 0) that Monte Carlo samples, in a stable order.
 
     kreg's stochastic layers, and Keras's noise layers and recurrent layers
     with dropout (`kreg.layers._keras_noise`), wherever they sit: in nested
     models and inside other layers (`MultiHeadAttention`, custom layers,
-    keras-hub blocks).
+    keras-hub blocks). `layers`: the model's flattened layers, when at hand.
     """
-    layers = _compat.flatten_layers(model)
+    layers = _compat.flatten_layers(model) if layers is None else layers
     return [layer for layer in layers
             if is_kreg_sampling(layer) or _keras_noise.is_sampled(layer)]
 
 
-def unsampled_noise(model):
-    """Layers that draw noise of their own that Monte Carlo cannot sample.
+def unsampled_noise(model, layers=None):
+    """Layers that draw noise of their own that Monte Carlo cannot sample (`layers`: as above).
 
     A layer that is neither kreg's nor Keras's and holds a
     `keras.random.SeedGenerator` itself draws random numbers of its own
@@ -42,49 +42,21 @@ def unsampled_noise(model):
     fine: the sublayer is sampled.)
     """
     found = []
-    for layer in _compat.flatten_layers(model):
+    for layer in _compat.flatten_layers(model) if layers is None else layers:
         module = type(layer).__module__
-        if module.startswith(("keras.", "kreg.")) or isinstance(layer, StochasticLayer):
-            continue
+        if (module.startswith(("keras.", "kreg.")) or isinstance(layer, StochasticLayer)
+                or isinstance(layer, _keras_noise.NOISE_LAYERS)):
+            continue  # kreg's, Keras's, or a subclass of a Keras noise layer
         if any(isinstance(value, keras.random.SeedGenerator)
                for value in vars(layer).values()):
             found.append(layer)
     return found
 
 
-def forced_training_layers(model):
-    """The sampling layers that `model`'s graph calls with `training=True`.
-
-    `keras.layers.Dropout(0.5)(x, training=True)` in a functional model is a
-    common recipe for MC dropout. Keras 3's `predict` runs such a layer in
-    inference mode all the same, so a loop over `predict` returns T identical
-    passes, while `model(x)` samples. kreg samples these layers like any
-    other; callers warn that the recipe does not do what it promises.
-    Looks into nested Sequential and Functional models too.
-    """
-    found = []
-    graphs = [model] + [layer for layer in _compat.flatten_layers(model, include_self=False)
-                        if isinstance(layer, keras.Model)]
-    for graph in graphs:
-        view = _functional_view(graph)
-        if view is None:
-            continue
-        for nodes in _compat.nodes_by_depth(view).values():
-            for node in nodes:
-                op = node.operation
-                if (isinstance(op, keras.layers.Layer) and sampling_layers(op)
-                        and not isinstance(op, keras.Model)
-                        and _compat.forces_training(node) and op not in found):
-                    found.append(op)
-    return found
-
-
-def _contains_sampling(operation, extra):
-    """True when `operation` is or holds a sampling layer (or one of `extra`)."""
+def _contains_sampling(operation, sampling):
+    """True when `operation` is or holds one of the layers `sampling` (ids)."""
     if isinstance(operation, keras.layers.Layer):
-        if sampling_layers(operation):
-            return True
-        return any(id(layer) in extra for layer in _compat.flatten_layers(operation))
+        return any(id(layer) in sampling for layer in _compat.flatten_layers(operation))
     return False
 
 
@@ -114,9 +86,10 @@ class Split:
         self.prefix_layers = prefix_layers
 
 
-def split_model(model, extra_sampling=()):
-    """Split `model`; `extra_sampling`: more layers that sample (augmentation)."""
-    extra = {id(layer) for layer in extra_sampling}
+def split_model(model, sampling=None):
+    """Split `model`; `sampling`: the layers that sample (default: `sampling_layers`)."""
+    sampling = {id(layer) for layer in (sampling_layers(model) if sampling is None
+                                        else sampling)}
     graph = _functional_view(model)
     if graph is None:
         return Split(None, model, [])
@@ -130,7 +103,7 @@ def split_model(model, extra_sampling=()):
         for node in nodes[depth]:
             op = node.operation
             inputs = list(node.input_tensors)
-            sampled = _contains_sampling(op, extra) or any(
+            sampled = _contains_sampling(op, sampling) or any(
                 id(t) in stochastic_tensors for t in inputs)
             if sampled:
                 for t in node.outputs:

@@ -226,7 +226,7 @@ def resolve(owner, model, names, tasks, from_logits, layers, units, dtypes=None)
             "was loaded with compile=False, or has a custom loss), so it is "
             "averaged as a regression. If it holds logits, pass task="
             "'classification', from_logits=True; pass task='regression' to "
-            "confirm (and silence this).", UserWarning, stacklevel=4)
+            "confirm (and silence this).", UserWarning, stacklevel=5)
     return heads
 
 

@@ -47,7 +47,8 @@ import numpy as np
 from keras import ops
 
 from kreg import calibration
-from kreg.mc.metrics import xlogx
+from kreg._entropy import bernoulli_entropy
+from kreg._entropy import categorical_entropy
 
 KINDS = ("regression", "softmax", "sigmoid")
 CHECKS = ("nan", "low", "high", "sum_error")
@@ -61,11 +62,6 @@ def kind_of(task, activation):
 def accumulator_dtype(dtype):
     """float64 for float64 outputs, else float32 (float16/bfloat16 widen)."""
     return "float64" if keras.backend.standardize_dtype(dtype) == "float64" else "float32"
-
-
-def _xlogx(p):
-    """p log p with 0 log 0 = 0 (elementwise): `kreg.mc.metrics.xlogx` on tensors."""
-    return xlogx(p, ops)
 
 
 def _flat(x, leading):
@@ -94,10 +90,11 @@ def _checks(s, kind):
 
 
 def _entropies(flat, kind):
-    """Per-sample entropy (t, N) of probabilities flat (t, N, D)."""
+    """Entropy (...) of probabilities flat (..., D): categorical (softmax), or
+    the sum of D independent Bernoulli entropies (sigmoid)."""
     if kind == "softmax":
-        return -ops.sum(_xlogx(flat), axis=-1)
-    return -ops.sum(_xlogx(flat) + _xlogx(1.0 - flat), axis=-1)
+        return categorical_entropy(flat, xp=ops)
+    return ops.sum(bernoulli_entropy(flat, xp=ops), axis=-1)
 
 
 def _votes(flat, kind):
@@ -174,12 +171,11 @@ def finalize(stats, kind):
     if kind == "regression":
         return out
     mean = _flat(stats["mean"], 1)
+    entropy = _entropies(mean, kind)
     if kind == "softmax":
-        entropy = -ops.sum(_xlogx(mean), axis=-1)
         modal = ops.max(stats["votes"], axis=-1)
         variation = (count - modal) / count  # exactly 0 when unanimous
     else:
-        entropy = -ops.sum(_xlogx(mean) + _xlogx(1.0 - mean), axis=-1)
         ones = stats["votes"]
         variation = ops.mean((count - ops.maximum(ones, count - ones)) / count,
                              axis=-1)

@@ -68,12 +68,13 @@ def _is_random_preprocessing(layer):
                            keras.random.SeedGenerator))
 
 
-def augmentation_layers(model, owner="MCPredictor"):
+def augmentation_layers(model, owner="MCPredictor", layers=None):
     """The random augmentation layers of `model` that `augment=True` samples.
 
     Args:
         model: a Keras model or layer.
         owner: str, the public class named in the error message.
+        layers: None, or the model's flattened layers when at hand.
 
     Returns:
         A list of layers (instances of `AUGMENTATION_LAYERS`), in the stable
@@ -84,7 +85,7 @@ def augmentation_layers(model, owner="MCPredictor"):
             (`RandomShear`, `MixUp`, ...), which kreg does not sample: with
             `augment=True` it would silently stay the identity.
     """
-    layers = _compat.flatten_layers(model)
+    layers = _compat.flatten_layers(model) if layers is None else layers
     found = [layer for layer in layers if isinstance(layer, AUGMENTATION_LAYERS)]
     others = [layer for layer in layers
               if not isinstance(layer, AUGMENTATION_LAYERS)
@@ -102,7 +103,7 @@ def augmentation_layers(model, owner="MCPredictor"):
 # ----------------------------------------------------------------------------
 # Seeds
 # ----------------------------------------------------------------------------
-class _LayerSeeds(keras.random.SeedGenerator):
+class _LayerSeeds(_compat.FixedSeed):
     """Successive seeds `ctx.seed_for(layer, salt)`, salt = 0, 1, 2, ...
 
     Keras's augmentation layers pass one `seed` object to each of their
@@ -112,12 +113,11 @@ class _LayerSeeds(keras.random.SeedGenerator):
     same on every trace (a function of the context's seed and the layer).
     """
 
-    def __init__(self, ctx, layer):  # noqa: D107 - no super().__init__ on purpose
+    def __init__(self, ctx, layer):
+        super().__init__(0)  # never returned: `next` draws from the context
         self._ctx = ctx
         self._layer = layer
         self._salt = 0
-        # Keras's torch backend takes an unseeded fast path when this is None.
-        self._initial_seed = 0
 
     def next(self, ordered=True):
         seed = self._ctx.seed_for(self._layer, salt=self._salt)

@@ -8,23 +8,11 @@ Ghahramani (2016) with the model precision `tau`.
 
 import numpy as np
 
+from kreg._entropy import bernoulli_entropy  # noqa: F401 - kreg.mc's names
+from kreg._entropy import categorical_entropy  # noqa: F401
+from kreg._entropy import xlogx  # noqa: F401
+
 _EPS = 1e-12
-
-
-def xlogx(p, xp=None):
-    """p log p elementwise, with 0 log 0 = 0: kreg's one definition.
-
-    Args:
-        p: probabilities (an array, or a tensor with `xp`).
-        xp: None (default: float64 NumPy) or the array module of `p`
-            (`numpy`, or `keras.ops` for backend tensors in a traced graph).
-    """
-    if xp is None:
-        p = np.asarray(p, "float64")
-        return p * np.log(np.where(p > 0, p, 1.0))
-    positive = p > 0
-    return xp.where(positive, p * xp.log(xp.where(positive, p, xp.ones_like(p))),
-                    xp.zeros_like(p))
 
 
 def _logsumexp(a, axis):
@@ -33,17 +21,6 @@ def _logsumexp(a, axis):
     top = np.where(np.isfinite(top), top, 0.0)
     total = np.sum(np.exp(a - top), axis=axis)
     return np.log(total) + np.squeeze(top, axis=axis)
-
-
-def categorical_entropy(p, axis=-1):
-    """Entropy (nats) of categorical distributions along `axis`."""
-    return -np.sum(xlogx(np.asarray(p, "float64")), axis=axis)
-
-
-def bernoulli_entropy(q):
-    """Entropy (nats) of Bernoulli(q), elementwise."""
-    q = np.asarray(q, "float64")
-    return -(xlogx(q) + xlogx(1.0 - q))
 
 
 def _labels(y, num_classes):

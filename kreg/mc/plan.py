@@ -16,6 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kreg import _compat
 from kreg import _validation as v
 from kreg.layers import _keras_noise
 from kreg.layers._sampling import SamplingContext
@@ -29,6 +30,13 @@ from kreg.mc._graph import is_kreg_sampling
 from kreg.mc._graph import sampling_layers
 from kreg.mc._graph import split_model
 from kreg.mc._graph import unsampled_noise
+from kreg.mc.prediction import check_temperature
+
+# Default `max_batch` (rows of one forward pass, inputs x samples) of
+# `MCPredictor` and `kreg.export`. Measured on the 2-core CPU (see the
+# MCPredictor docstring): it bounds a pass's memory and is far above the
+# passes of the speed benchmark (T=50 x 256 rows).
+DEFAULT_MAX_BATCH = 1 << 14
 
 # model -> {sampling key: {name: value}}: compiled functions and the split of
 # every plan of the model with the same sampling layers and settings.
@@ -76,12 +84,13 @@ class SamplingPlan:
         if not model.built:
             raise v.invalid_value(owner, "model",
                                   "a built model (call it or build it first)", model)
-        self.augment_layers = (_augment.augmentation_layers(model, owner)
+        flat = _compat.flatten_layers(model)  # the one walk of the model's layers
+        self.augment_layers = (_augment.augmentation_layers(model, owner, flat)
                                if augment else [])
-        unsampled = unsampled_noise(model)
+        unsampled = unsampled_noise(model, flat)
         if unsampled:
             raise cannot_sample(owner, model, unsampled)
-        layers = sampling_layers(model) + self.augment_layers
+        layers = sampling_layers(model, flat) + self.augment_layers
         if not layers:
             raise no_sampling_layer(owner, model)
         self.owner = owner
@@ -103,7 +112,7 @@ class SamplingPlan:
         key = tuple(_layer_key(layer) for layer in layers)
         self.cache = _CACHES.setdefault(model, {}).setdefault(key, {})
         if "split" not in self.cache:
-            self.cache["split"] = split_model(model, self.augment_layers)
+            self.cache["split"] = split_model(model, layers)
         self.split = self.cache["split"]
         self.task = task
         self.from_logits = from_logits
@@ -228,3 +237,30 @@ def sample_outputs(fn, inputs, seed, tiles, *, layer_index, joint=False,
     if transform is not None:
         out = transform(out)
     return [ops.reshape(o, (tiles, -1) + tuple(o.shape[1:])) for o in out]
+
+
+def resolve_temperatures(owner, heads, temperature):
+    """One temperature (or None) per head; an error for a regression head.
+
+    `temperature` is None, a float > 0 (every output) or a list/dict with one
+    per output (see `MCPredictor`); also used by `kreg.export`.
+    """
+    names = [h.name for h in heads]
+    temps = _heads.per_output(owner, "temperature", temperature, names,
+                              check_temperature_value(owner))
+    for head, t in zip(heads, temps):
+        check_temperature(owner, t, head.task, head.name if len(heads) > 1 else None)
+    return temps
+
+
+def check_temperature_value(owner):
+    """None or a float > 0 (one output's temperature), in kreg's wording."""
+    def check(value):
+        if value is None:
+            return None
+        if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(
+                value, bool):
+            raise v.invalid_type(owner, "temperature", "a float > 0 or None (or a "
+                                 "list/dict of them, one per output)", value)
+        return v.check_float(owner, "temperature", value, low=0.0, low_open=True)
+    return check

@@ -21,16 +21,22 @@ from kreg.mc.prediction import MCPrediction
 
 
 class MCPredictor(PassRunner):
-    """Monte Carlo averaging of a model's kreg stochastic layers at test time.
+    """Monte Carlo averaging of a model's noise at test time.
 
-    Runs `samples` stochastic forward passes in which only kreg's stochastic
-    layers (Dropout, DropConnect) draw masks; BatchNormalization and every
-    other layer stay in inference mode, and no variable of the model changes
-    (the masks come from the predictor's own seeds, not the layers'
-    generators). The samples of a chunk of inputs run in one compiled
-    function (the batch tiled sample-major, each sample with its own masks);
-    for Sequential and Functional models the layers before the first
-    stochastic layer run once per input. `model.predict` is never affected.
+    Runs `samples` stochastic forward passes in which only the model's noise
+    layers draw: kreg's stochastic layers (Dropout, DropConnect, ...) and
+    Keras's own noise wherever it sits (Dropout, SpatialDropout,
+    GaussianDropout, GaussianNoise, AlphaDropout, the dropout of
+    MultiHeadAttention and of recurrent layers, one mask per sequence, in nested
+    models, custom layers and keras-hub blocks: no conversion needed, see
+    `kreg.layers._keras_noise`). BatchNormalization and every other layer stay
+    in inference mode, and no variable of the model changes (the masks come from
+    the predictor's own seeds, not the layers' generators). When every sample
+    comes out identical (an `if training:` branch in a subclassed model's
+    `call`), it warns once. The samples of a chunk of inputs run in one compiled
+    function (the batch tiled sample-major, each sample with its own masks); for
+    Sequential and Functional models the layers before the first stochastic
+    layer run once per input. `model.predict` is never affected.
 
     The statistics (mean, variance, the entropy split, the variation ratio)
     are computed where the samples are made, in the same compiled call, in
@@ -54,10 +60,11 @@ class MCPredictor(PassRunner):
     average: the MC estimate is the mean of the T probability vectors.
 
     Args:
-        model: a built Keras model containing kreg stochastic layers with
-            rate > 0 (use `kreg.convert_dropout` for a model built with
-            `keras.layers.Dropout`), or, with `augment=True`, Keras random
-            augmentation layers.
+        model: a built Keras model with at least one noise layer with a rate
+            above 0 (see above), or, with `augment=True`, Keras random
+            augmentation layers. A layer that draws noise of its own that
+            kreg cannot sample (a custom layer holding a SeedGenerator) is an
+            error naming it.
         samples: int >= 1, default 50. The number T of Monte Carlo samples.
         seed: int in [0, 2**32) or None, default None. With a seed, every
             `predict` call returns the same samples, and distinct seeds give

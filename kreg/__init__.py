@@ -30,6 +30,7 @@ __all__ = [
     "initializers",
     "layers",
     "load_model",
+    "regression",
     "regularizers",
     "__version__",
 ]
@@ -81,6 +82,7 @@ if not _imported_by_the_command_line():
     from kreg import errors
     from kreg import initializers
     from kreg import layers
+    from kreg import regression
     from kreg import regularizers
     from kreg.mc import MCPrediction
     from kreg.mc import MCPredictor

@@ -4,14 +4,17 @@ Each notebook in notebooks/ (or those named on the command line) runs top to
 bottom with nbclient in a kernel that runs this interpreter with this
 checkout's kreg first on the path, in a temporary directory. The executed
 notebook is written back without what churns from run to run or machine to
-machine: execution timing metadata, stderr streams (TensorFlow's log lines),
-and the kernel's Python version. Each code cell records a hash of the source
-it ran (`metadata.kreg.source_sha256`); tests/test_notebooks.py fails when a
-cell's source no longer matches its stored outputs.
+machine: execution timing metadata, stderr streams and TensorFlow's log lines
+(with their object addresses), and the kernel's Python version. Each code cell
+records a hash of the source it ran (`metadata.kreg.source_sha256`);
+tests/test_notebooks.py fails when a cell's source no longer matches its
+stored outputs.
 
-Run: `python tools/execute_notebooks.py [notebooks/06_monte_carlo.ipynb ...]`.
+Run: `python tools/execute_notebooks.py [--strip] [notebooks/06_monte_carlo.ipynb ...]`
+(`--strip`: clean the stored outputs again without executing).
 """
 
+import copy
 import hashlib
 import os
 import pathlib
@@ -24,6 +27,8 @@ import nbformat
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 KERNEL_NAME = "kreg-notebooks"
 CELL_TIMEOUT_S = 600
+# Log lines (with addresses and counts that change from run to run).
+LOG_PREFIXES = ("WARNING:tensorflow:", "WARNING:absl:", "I0000 ", "W0000 ")
 
 
 def source_sha256(source):
@@ -49,16 +54,33 @@ def _kernel_spec_manager(directory):
     return KernelSpecManager(kernel_dirs=[directory])
 
 
-def strip(nb, metadata):
-    """The executed notebook without what churns; `metadata`: the stored notebook's."""
+def _quiet(output):
+    """A stream output without TensorFlow's log lines (None when nothing is left)."""
+    if output.get("output_type") != "stream":
+        return output
+    if output.get("name") == "stderr":
+        return None
+    lines = [line for line in output.text.splitlines(True)
+             if not line.startswith(LOG_PREFIXES)]
+    if not lines:
+        return None
+    output.text = "".join(lines)
+    return output
+
+
+def strip(nb, metadata, *, executed=True):
+    """The notebook without what churns; `metadata`: the stored notebook's.
+
+    `executed`: record each code cell's source hash (only right after the
+    cells ran: `--strip` alone keeps the stored hashes).
+    """
     nb.metadata = metadata
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
         if cell.cell_type == "code":
-            cell.outputs = [o for o in cell.outputs
-                            if not (o.get("output_type") == "stream"
-                                    and o.get("name") == "stderr")]
-            cell.metadata["kreg"] = {"source_sha256": source_sha256(cell.source)}
+            cell.outputs = [o for o in map(_quiet, cell.outputs) if o is not None]
+            if executed:
+                cell.metadata["kreg"] = {"source_sha256": source_sha256(cell.source)}
     return nb
 
 
@@ -66,7 +88,7 @@ def execute(path):
     from jupyter_client.manager import KernelManager
 
     nb = nbformat.read(path, as_version=4)
-    metadata = nb.metadata
+    metadata = copy.deepcopy(nb.metadata)  # nbclient adds the kernel's language_info
     with tempfile.TemporaryDirectory() as kernels, tempfile.TemporaryDirectory() as cwd:
         km = KernelManager(kernel_name=KERNEL_NAME,
                            kernel_spec_manager=_kernel_spec_manager(kernels))
@@ -82,8 +104,15 @@ def execute(path):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
+    strip_only = "--strip" in argv
+    argv = [a for a in argv if a != "--strip"]
     paths = [pathlib.Path(a) for a in argv] or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    if strip_only:  # the stored outputs, cleaned again (no execution)
+        for path in paths:
+            nb = nbformat.read(path, as_version=4)
+            nbformat.write(strip(nb, nb.metadata, executed=False), path)
+        return 0
     for path in paths:
         print(f"executing {path.name} ...", flush=True)
         execute(path)

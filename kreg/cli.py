@@ -135,7 +135,15 @@ def main(argv=None):
     # Only a command needs its arguments' parser (and the imports behind it).
     command = any(a in _COMMANDS for a in args)
     if command:
-        _import_keras_quietly()
+        try:
+            _import_keras_quietly()
+        except ImportError as exc:  # Keras's backend is not installed
+            backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+            sys.stderr.write(
+                f"kreg: error: Keras cannot import its backend {backend!r} (KERAS_BACKEND): "
+                f"{exc}. Install it (TensorFlow: pip install \"kreg[tensorflow]\") or set "
+                "KERAS_BACKEND to an installed one (jax, torch)\n")
+            return 1
     parser = build_parser(commands=command)
     try:
         args = parser.parse_args(args)

@@ -78,3 +78,22 @@ def test_plain_import_is_eager():
             "print('ok')")
     proc = _kreg("-c", code)
     assert proc.returncode == 0 and proc.stdout == "ok\n", proc.stderr[-2000:]
+
+
+def test_a_backend_keras_cannot_import_is_one_line():
+    # As in an environment without TensorFlow and without KERAS_BACKEND set.
+    code = ("import sys\n"
+            "class Hide:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] == 'tensorflow':\n"
+            "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+            "sys.meta_path.insert(0, Hide())\n"
+            "sys.argv = ['-m']\nsys.orig_argv = [sys.executable, '-m', 'kreg']\n"
+            "from kreg.cli import main\n"
+            "sys.exit(main(['demo', '--quick']))\n")
+    proc = _kreg("-c", code, env={"KERAS_BACKEND": "tensorflow"})
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stderr.splitlines() == [
+        "kreg: error: Keras cannot import its backend 'tensorflow' (KERAS_BACKEND): No module "
+        "named 'tensorflow'. Install it (TensorFlow: pip install \"kreg[tensorflow]\") or set "
+        "KERAS_BACKEND to an installed one (jax, torch)"]

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-keras-spec test-tensorflow test-jax test-torch lint bench venv clean
+.PHONY: demo test test-quick test-keras-spec test-tensorflow test-jax test-torch lint docs docs-build bench venv clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -25,13 +25,13 @@ TENSORFLOW ?= tensorflow>=2.21,<2.22
 endif
 
 # `make demo` installs only what the demo needs (kreg, TensorFlow, the demo
-# extra); `make test` (and lint, bench) adds the test and onnx extras.
+# extra); `make test` (and lint, docs, bench) adds the test, onnx and docs extras.
 $(VENV)/.demo-installed: $(VENV)/bin/activate setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet "$(TENSORFLOW)" -e ".[demo]"
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.demo-installed
-	$(PY) -m pip install --quiet "$(TENSORFLOW)" -e ".[demo,test,onnx]"
+	$(PY) -m pip install --quiet "$(TENSORFLOW)" -e ".[demo,test,onnx,docs]"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -48,7 +48,24 @@ lint: venv
 # TensorFlow itself, or that run once on purpose (notebooks, the demo, the
 # README), are marked `tf_only` and skip on the other backends with their
 # reason (tests/conftest.py); there is no hand-kept list of files here.
-test: venv lint test-keras-spec test-tensorflow test-jax test-torch
+test: venv lint docs-build test-keras-spec test-tensorflow test-jax test-torch
+
+# The edit loop: TensorFlow only, unit tests only. Leaves out the tests that
+# run whole programs or fresh processes (marker `slow`, set in
+# tests/conftest.py: notebooks, demo, examples, README and docs blocks, the
+# command line, fresh interpreters) and the outcomes of training (`claim`).
+test-quick: venv
+	KERAS_BACKEND=tensorflow $(PY) -m pytest $(XDIST) -q -m "not slow and not claim" kreg tests
+
+# The documentation site (docs/, mkdocs.yml): `make docs` serves it at
+# http://127.0.0.1:8000; `make docs-build` (part of `make test`) builds it
+# with every warning an error.
+export NO_MKDOCS_2_WARNING := 1
+docs: venv
+	$(PY) -m mkdocs serve
+
+docs-build: venv
+	$(PY) -m mkdocs build --strict --quiet
 
 # Keras's own unit tests for Dropout, the L1/L2/L1L2 regularizers and
 # EarlyStopping, run with kreg's classes in their place. The runner downloads
@@ -92,4 +109,4 @@ bench: venv
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) kreg-demo build *.egg-info
+	rm -rf $(VENV) kreg-demo build site *.egg-info

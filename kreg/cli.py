@@ -2,8 +2,14 @@
 
 Usage::
 
+    kreg [--version] [--help]
     kreg demo [--dataset {digits,breast_cancer,diabetes}] [--out DIR]
               [--quick] [--seed N] [--epochs N]
+
+`kreg --help` and `kreg --version` import neither Keras nor its backend (the
+package defers its imports when the command line imports it, see
+`kreg/__init__.py`), and TensorFlow's C++ log lines are silenced before
+TensorFlow is imported (`TF_CPP_MIN_LOG_LEVEL=2` unless already set).
 
 Bad arguments (an unknown dataset, an unwritable or empty `--out`, a
 negative seed) give a one-line error on stderr and exit status 2; a missing
@@ -12,9 +18,13 @@ negative seed) give a one-line error on stderr and exit status 2; a missing
 `kreg.demo`.
 """
 
-import argparse
 import os
-import sys
+
+# Before anything imports TensorFlow: its C++ start-up lines are not ours to print.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
 
 
 class _Parser(argparse.ArgumentParser):
@@ -22,6 +32,39 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+_COMMANDS = ("demo",)
+# TensorFlow's C++ start-up lines, printed while it loads, before its logging
+# is set up (so TF_CPP_MIN_LOG_LEVEL does not reach them): information only.
+_STARTUP_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ",
+                  "To enable the following instructions:")
+
+
+def _import_keras_quietly():
+    """Import Keras (and its backend) with TensorFlow's start-up lines dropped.
+
+    Everything else written to stderr meanwhile is written back, so an
+    import error still shows.
+    """
+    import tempfile
+
+    if "keras" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(True):
+                if not line.startswith(_STARTUP_NOISE):
+                    sys.stderr.write(line)
 
 
 def _int_at_least(low):
@@ -39,12 +82,19 @@ def _int_at_least(low):
     return parse
 
 
-def build_parser():
-    """The `kreg` argument parser (subcommand `demo`)."""
-    from kreg.demo import DATASETS
+def build_parser(commands=True):
+    """The `kreg` argument parser (subcommand `demo`).
+
+    Args:
+        commands: bool, default True. False leaves out the subcommands'
+            own arguments (and their imports): enough for `kreg --help`,
+            `kreg --version` and errors before a command.
+    """
+    from kreg import __version__
 
     parser = _Parser(prog="kreg", description="kreg: the classic regularization "
                      "toolkit for Keras 3.")
+    parser.add_argument("--version", action="version", version=f"kreg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     demo = sub.add_parser(
         "demo", help="train one network with eight regularization techniques "
@@ -53,6 +103,10 @@ def build_parser():
         "elastic net, inverted dropout, DropConnect, early stopping, and dropout "
         "+ L2 + early stopping; print a table and write it (Markdown, JSON) and "
         "plots to --out.")
+    if not commands:
+        return parser
+    from kreg.demo import DATASETS
+
     demo.add_argument("--dataset", choices=DATASETS, default="digits",
                       help="a scikit-learn dataset (default: digits)")
     demo.add_argument("--out", default="kreg-demo",
@@ -77,14 +131,29 @@ def main(argv=None):
         int: 0 on success, 2 for bad arguments, 1 when the demo's packages
         (the `demo` extra) are missing.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    parser = build_parser()
+    args = sys.argv[1:] if argv is None else list(argv)
+    # Only a command needs its arguments' parser (and the imports behind it).
+    command = any(a in _COMMANDS for a in args)
+    if command:
+        try:
+            _import_keras_quietly()
+        except ImportError as exc:  # Keras's backend is not installed
+            backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+            sys.stderr.write(
+                f"kreg: error: Keras cannot import its backend {backend!r} (KERAS_BACKEND): "
+                f"{exc}. Install it (TensorFlow: pip install \"kreg[tensorflow]\") or set "
+                "KERAS_BACKEND to an installed one (jax, torch)\n")
+            return 1
+    parser = build_parser(commands=command)
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(args)
     except SystemExit as exc:  # --help (0) or a bad argument (2, already printed)
         return exc.code if isinstance(exc.code, int) else 2
     if args.command == "demo":
+        import kreg
         from kreg import demo
+
+        kreg._import_public_api()  # as `import kreg` does: every class registered
 
         try:
             demo.require_demo_extra()

@@ -96,9 +96,25 @@ def pytest_configure(config):
     )
 
 
+# Modules that run whole programs; with the tests that start a fresh Python
+# process (the `fresh_python` fixture), `make test-quick` (-m "not slow")
+# leaves them out.
+SLOW_MODULES = ("test_notebooks.py", "test_demo.py", "test_examples.py", "test_docs.py",
+                "test_claims.py", "test_backends.py", "test_lean_install.py", "test_cli.py",
+                "test_distribute.py")
+
+
+def _mark_slow(items):
+    for item in items:
+        if (item.path.name in SLOW_MODULES
+                or "fresh_python" in getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_collection_modifyitems(config, items):
     import keras
 
+    _mark_slow(items)
     backend = keras.backend.backend()
     if backend == "tensorflow":
         return

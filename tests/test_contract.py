@@ -97,7 +97,9 @@ CONTRACT = {
     # -- regularizers --------------------------------------------------------
     "L1": _row(lambda: kreg.regularizers.L1(0.2), REGULARIZER),
     "L2": _row(lambda: kreg.regularizers.L2(0.3), REGULARIZER),
-    "ElasticNet": _row(lambda: kreg.regularizers.ElasticNet(0.1, 0.4), REGULARIZER),
+    "ElasticNet": _row(lambda: kreg.regularizers.ElasticNet(0.1, 0.4), REGULARIZER,
+                       not_in_config={"alpha": "scikit-learn's names, saved as l1 and l2",
+                                      "l1_ratio": "scikit-learn's names, saved as l1 and l2"}),
     "L1L2": _row(lambda: kreg.regularizers.L1L2(0.1, 0.4), REGULARIZER),
     # -- initializers --------------------------------------------------------
     "HeNormal": _row(lambda: kreg.initializers.HeNormal(

@@ -317,3 +317,35 @@ def test_run_validates_its_arguments(tmp_path):
         demo.run("digits", tmp_path, seed=-1)
     with pytest.raises(TypeError, match="argument `epochs`"):
         demo.run("digits", tmp_path, epochs=2.5)
+
+
+# The docs' demo page quotes docs/results/demo_quick.json (tools/docs_numbers.py
+# writes the page from it): a fresh --quick run must give the same numbers,
+# within the spread of training across threads and oneDNN settings.
+DOCS_RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "docs", "results", "demo_quick.json")
+DOCS_TOLERANCE = {"train_accuracy": 0.02, "test_accuracy": 0.02, "gap": 0.03,
+                  "sparsity": 0.03, "test_nll": 0.03, "test_ece": 0.02,
+                  "test_ece_ts": 0.02, "temperature": 0.15, "nll": 0.04, "ece": 0.03,
+                  "ece_ts": 0.02}
+
+
+@pytest.mark.claim
+def test_docs_demo_numbers_are_this_runs(quick_run):
+    _, _, results = quick_run
+    with open(DOCS_RESULTS) as f:
+        docs = json.load(f)
+    assert (docs["dataset"], docs["quick"], docs["seed"], docs["epochs"],
+            docs["mc_samples"]) == (results["dataset"], results["quick"], results["seed"],
+                                    results["epochs"], results["mc_samples"])
+    rows = {r["key"]: r for r in results["techniques"]}
+    for doc in docs["techniques"]:
+        row = rows[doc["key"]]
+        for key, tol in DOCS_TOLERANCE.items():
+            for a, b, where in ((doc, row, ""), (doc["mc"] or {}, row["mc"] or {}, "mc.")):
+                if key in a:
+                    assert abs(a[key] - b[key]) <= tol, (
+                        f"{doc['key']} {where}{key}: docs {a[key]:.4f}, this run {b[key]:.4f}"
+                        " (rerun `kreg demo --quick`, copy results.json to "
+                        "docs/results/demo_quick.json, run tools/docs_numbers.py)")
+        assert abs(doc["epochs"] - row["epochs"]) <= 3, doc["key"]

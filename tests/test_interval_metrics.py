@@ -83,7 +83,8 @@ def test_select_tau_on_mc_samples_and_a_custom_grid():
     rng = np.random.default_rng(0)
     y = rng.normal(size=300)
     samples = y[None] + rng.normal(scale=0.3, size=(20, 300))
-    assert select_tau(samples, y, taus=[0.1, 1.0, 10.0]) == 10.0  # residual std ~0.3
+    with pytest.warns(UserWarning, match=r"the best tau, 10, is the largest value"):
+        assert select_tau(samples, y, taus=[0.1, 1.0, 10.0]) == 10.0  # residual std ~0.3
     assert select_tau(samples, y) > select_tau(samples + 1.0, y)  # worse fit, lower tau
 
 
@@ -101,3 +102,29 @@ def test_select_tau_errors(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         select_tau(**args)
+
+
+def test_select_tau_at_the_edge_of_its_grid_warns_or_refuses():
+    # Unscaled targets (std 30): the best tau, 1 / 900, is below the default grid.
+    y = np.random.default_rng(3).normal(scale=30.0, size=3000)
+    zero = np.zeros((1, y.size))
+    with pytest.warns(UserWarning, match=r"the best tau, 0.01, is the smallest value of the "
+                      r"grid \[0.01, 1000\]: .*standardize the targets or pass a wider grid"):
+        edge = select_tau(zero, y)
+    with pytest.raises(ValueError, match=r"argument `taus` of select_tau: expected a grid whose "
+                       r"maximum is inside it .*Received: taus=241 values from 0.01 to 1000"):
+        select_tau(zero, y, on_edge="raise")
+    # A wider grid finds the inside maximum, with a far better log-likelihood.
+    wide = np.geomspace(1e-5, 1e3, 321)
+    tau = select_tau(zero, y, taus=wide, on_edge="raise")
+    assert tau == pytest.approx(1 / y.var(), rel=0.05)
+    ll = lambda t: gaussian_log_likelihood(zero, y, t).mean()  # noqa: E731
+    assert ll(tau) > ll(edge) + 2.5  # -4.8 against -7.8
+    # Scaled targets: inside the default grid, no warning.
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert select_tau(zero, y / y.std(), on_edge="raise") == pytest.approx(1.0, rel=0.05)
+    with pytest.raises(ValueError, match=r"argument `on_edge` of select_tau: expected one of "
+                       r"'warn', 'raise'. Received: on_edge='ignore'"):
+        select_tau(zero, y, on_edge="ignore")

@@ -218,3 +218,37 @@ def test_penalty_rejects_what_is_not_a_model():
                        r"kreg.regularizers.penalty: expected a Keras model or layer. "
                        r"Received: model='x'"):
         kreg.regularizers.penalty("x")
+
+
+@pytest.mark.parametrize("alpha, ratio", [(0.1, 0.3), (0.2, 0.5), (0.05, 0.0), (0.05, 1.0)])
+def test_alpha_l1_ratio_is_scikit_learns_mapping(alpha, ratio):
+    reg = ElasticNet(alpha=alpha, l1_ratio=ratio)
+    assert reg.l1 == pytest.approx(alpha * ratio)
+    assert reg.l2 == pytest.approx(alpha * (1 - ratio) / 2)
+    assert reg.get_config() == ElasticNet.from_ratio(alpha, ratio).get_config()
+    # The config holds l1 and l2: it rebuilds the same penalty.
+    again = ElasticNet.from_config(reg.get_config())
+    w = np.array([[1.0, -2.0], [0.5, 0.0]], "float32")
+    assert _f(again(w)) == pytest.approx(alpha * ratio * 3.5 + alpha * (1 - ratio) / 2 * 5.25)
+
+
+def test_alpha_defaults_l1_ratio_to_one_half_as_scikit_learn():
+    assert ElasticNet(alpha=0.2).get_config() == pytest.approx({"l1": 0.1, "l2": 0.05})
+    assert ElasticNet().get_config() == {"l1": 0.01, "l2": 0.01}
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"alpha": 0.1, "l1": 0.01}, ValueError,
+     r"argument `alpha` of ElasticNet: expected either `l1`/`l2` or `alpha`/`l1_ratio`, "
+     r"not both \(l1=0.01, l2=0.01\). Received: alpha=0.1"),
+    ({"alpha": 0.1, "l2": 0.5}, ValueError, r"not both"),
+    ({"l1_ratio": 0.5}, ValueError,
+     r"argument `alpha` of ElasticNet: expected a float >= 0 with `l1_ratio`"),
+    ({"alpha": -0.1}, ValueError, r"argument `alpha` of ElasticNet: expected a finite float"),
+    ({"alpha": "0.1"}, TypeError, r"argument `alpha` of ElasticNet"),
+    ({"alpha": 0.1, "l1_ratio": 1.5}, ValueError,
+     r"argument `l1_ratio` of ElasticNet: expected a float in \[0, 1\]. Received: l1_ratio=1.5"),
+])
+def test_alpha_l1_ratio_errors(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        ElasticNet(**kwargs)

@@ -4,7 +4,6 @@ import math
 
 import numpy as np
 
-from kreg.demo.config import ECE_BINS
 from kreg.demo.config import SPARSITY_TOLERANCE
 from kreg.demo.experiment import kernel_weights
 
@@ -84,10 +83,50 @@ def plot_weight_histograms(results, extras, path):
     fig.savefig(path, dpi=100)
 
 
-def plot_reliability(results, extras, path):
-    """Reliability diagrams (regression: interval coverage), det vs MC."""
-    from kreg.mc.metrics import reliability_curve
+#: Bins of the reliability plot: equal counts, so that every point averages
+#: as many test inputs (equal-width bins over a few hundred confident
+#: predictions leave most bins nearly empty and the curve zigzags).
+RELIABILITY_BINS = 10
 
+
+def equal_count_reliability(confidence, correct, bins):
+    """Mean confidence, accuracy and count of `bins` bins of equal counts.
+
+    The inputs sorted by confidence and split into `bins` consecutive groups
+    whose sizes differ by at most one.
+
+    Args:
+        confidence: array (N,), the predicted probability of the chosen class.
+        correct: array (N,) of bool, whether the chosen class is right.
+        bins: int >= 1, at most N.
+
+    Returns:
+        `(confidence, accuracy, count)`, three arrays of length `bins`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> conf, acc, count = equal_count_reliability(
+    ...     np.array([0.9, 0.6, 0.8, 0.7]), np.array([1, 0, 1, 1], bool), 2)
+    >>> conf.round(2).tolist(), acc.tolist(), count.tolist()
+    ([0.65, 0.85], [0.5, 1.0], [2, 2])
+    """
+    confidence = np.asarray(confidence, "float64")
+    correct = np.asarray(correct, bool)
+    order = np.argsort(confidence, kind="stable")
+    groups = np.array_split(order, bins)
+    return (np.array([confidence[g].mean() for g in groups]),
+            np.array([correct[g].mean() for g in groups]),
+            np.array([len(g) for g in groups]))
+
+
+def plot_reliability(results, extras, path):
+    """Reliability diagrams (regression: interval coverage), det vs MC.
+
+    Classification: bins of equal counts (`RELIABILITY_BINS`), each point
+    the mean confidence and the accuracy of its bin; the ECE in the legend
+    is the table's (equal-width bins).
+    """
     classification = results["task"] == "classification"
     rows = [r for r in results["techniques"] if r["key"] == "none" or r["stochastic"]]
     fig, axes = _figure(1, len(rows), 4.2 * len(rows), 4.4, top=0.84)
@@ -101,15 +140,13 @@ def plot_reliability(results, extras, path):
                 curves.append((f"MC ({row['mc']['samples']})", ex["mc_probs"],
                                row["mc"]["ece"]))
             for label, probs, ece in curves:
-                conf, acc, count = reliability_curve(
-                    probs.max(axis=1), probs.argmax(axis=1) == y, bins=ECE_BINS)
-                sel = count > 0
-                line, = ax.plot(conf[sel], acc[sel], lw=1, alpha=0.7,
-                                label=f"{label}, ECE {ece:.3f}")
-                # Marker area proportional to the number of inputs in the bin.
-                ax.scatter(conf[sel], acc[sel], s=300 * count[sel] / count.sum(),
-                           color=line.get_color(), alpha=0.7)
-            ax.set_xlabel("confidence (marker area: share of test inputs)")
+                conf, acc, count = equal_count_reliability(
+                    probs.max(axis=1), probs.argmax(axis=1) == y, RELIABILITY_BINS)
+                ax.plot(conf, acc, marker="o", ms=4, lw=1, alpha=0.8,
+                        label=f"{label}, ECE {ece:.3f}")
+            ax.set_xlabel(f"confidence ({len(count)} bins of {count.min()}-{count.max()} "
+                          "test inputs each)" if count.min() != count.max() else
+                          f"confidence ({len(count)} bins of {count.min()} test inputs each)")
             ax.set_ylabel("accuracy")
         else:
             curves = [("deterministic", ex["det_curve"], row["test_ece"])]

@@ -6,6 +6,8 @@ treated as K independent binary problems. Regression follows Gal &
 Ghahramani (2016) with the model precision `tau`.
 """
 
+import warnings
+
 import numpy as np
 
 from kreg._entropy import bernoulli_entropy  # noqa: F401 - kreg.mc's names
@@ -359,7 +361,7 @@ def interval_calibration_error(mean, variance, y, levels=None):
 TAU_GRID = np.geomspace(1e-2, 1e3, 241)
 
 
-def select_tau(samples, y, taus=None):
+def select_tau(samples, y, taus=None, *, on_edge="warn"):
     """Gal & Ghahramani's model precision `tau` chosen on validation data.
 
     The `tau` in `taus` that maximizes the mean MC test log-likelihood
@@ -367,7 +369,14 @@ def select_tau(samples, y, taus=None):
     Ghahramani select it on a validation split (the first maximum on a
     tie). Score the test split with the chosen value
     (`regression_scores(samples_test, y_test, tau)` or
-    `MCPredictor.evaluate(..., tau=tau)`).
+    `MCPredictor.evaluate(..., tau=tau)`; `kreg.regression.regression_report`
+    in the target's original units).
+
+    A maximum at the smallest or largest value of the grid means the best
+    tau may lie outside it (typically: targets far from unit scale, where
+    tau is about 1 / the residual variance). That is a `UserWarning`, or a
+    `ValueError` with `on_edge="raise"`; standardize the targets or pass a
+    wider grid.
 
     Args:
         samples: array (T, N, ...), predictions on the validation inputs
@@ -375,6 +384,8 @@ def select_tau(samples, y, taus=None):
         y: array (N, ...), the validation targets.
         taus: None (default: `TAU_GRID`, 1e-2 to 1e3 in 241 log steps) or a
             sequence of candidate values > 0.
+        on_edge: `"warn"` (default) or `"raise"`: what a maximum at the
+            smallest or largest candidate (of two or more) does.
 
     Returns:
         The chosen tau as a float.
@@ -386,6 +397,11 @@ def select_tau(samples, y, taus=None):
     >>> y = np.random.default_rng(0).normal(scale=0.5, size=5000)
     >>> round(select_tau(np.zeros((1, 5000)), y), 1)  # 1 / var(y) = 4
     4.0
+    >>> select_tau(np.zeros((1, 5000)), 100 * y, on_edge="raise")  # var(y) = 2500
+    Traceback (most recent call last):
+    ...
+    ValueError: Invalid value for argument `taus` of select_tau: expected a grid whose...
+    maximum is inside it (the best tau, 0.01, is the smallest value of the grid ...
 
     References:
         Gal & Ghahramani, "Dropout as a Bayesian Approximation", ICML 2016,
@@ -405,5 +421,17 @@ def select_tau(samples, y, taus=None):
     if np.asarray(y).size != s[0].size:
         raise v.invalid_value(owner, "y", f"{s[0].size} targets (one per prediction)",
                               f"shape {np.asarray(y).shape}")
+    on_edge = v.check_option(owner, "on_edge", on_edge, ("warn", "raise"))
     ll = [gaussian_log_likelihood(s, y, t).mean() for t in taus]
-    return float(taus[int(np.argmax(ll))])
+    best = float(taus[int(np.argmax(ll))])
+    if taus.size > 1 and best in (taus.min(), taus.max()):
+        side = "smallest" if best == taus.min() else "largest"
+        why = (f"the best tau, {best:.4g}, is the {side} value of the grid "
+               f"[{taus.min():.4g}, {taus.max():.4g}]: the best tau may lie outside it; "
+               "standardize the targets or pass a wider grid")
+        if on_edge == "raise":
+            raise ValueError(v.error_message(
+                owner, "taus", f"a grid whose maximum is inside it ({why})", None,
+                received=f"taus={taus.size} values from {taus.min():.4g} to {taus.max():.4g}"))
+        warnings.warn(f"select_tau: {why}.", UserWarning, stacklevel=2)
+    return best

@@ -107,13 +107,26 @@ class L2(keras.regularizers.Regularizer):
         return {"l2": self.l2}
 
 
+class _Default(float):
+    """A default coefficient, told apart from the same value passed explicitly."""
+
+
+# ElasticNet's defaults: `alpha=` excludes an explicit `l1` or `l2`.
+_DEFAULT_L1 = _Default(0.01)
+_DEFAULT_L2 = _Default(0.01)
+
+
 @keras.saving.register_keras_serializable(package="kreg")
 class ElasticNet(keras.regularizers.Regularizer):
     """Elastic-net penalty: `l1 * sum(|w|) + l2 * sum(w ** 2)`.
 
     The "naive" elastic net of Zou & Hastie; numerically identical to
-    `keras.regularizers.L1L2(l1, l2)`. `ElasticNet.from_ratio(alpha,
-    l1_ratio)` takes scikit-learn's parameterization.
+    `keras.regularizers.L1L2(l1, l2)`. It also takes scikit-learn's
+    parameterization, `ElasticNet(alpha=..., l1_ratio=...)` (or
+    `ElasticNet.from_ratio(alpha, l1_ratio)`): scikit-learn's ElasticNet
+    penalizes `alpha * l1_ratio * |w|_1 + alpha * (1 - l1_ratio) / 2 *
+    ||w||^2`, so `l1 = alpha * l1_ratio` and `l2 = alpha * (1 - l1_ratio) /
+    2`. The config holds the resulting `l1` and `l2`.
 
     Its defaults (0.01 and 0.01) are not Keras's: `keras.regularizers.L1L2()`
     defaults to 0 and 0, a zero penalty. The drop-in for Keras's class is
@@ -124,6 +137,10 @@ class ElasticNet(keras.regularizers.Regularizer):
     Args:
         l1: float >= 0, default 0.01. The L1 coefficient.
         l2: float >= 0, default 0.01. The L2 coefficient.
+        alpha: float >= 0 or None, default None. scikit-learn's overall
+            strength; excludes `l1` and `l2`.
+        l1_ratio: float in [0, 1] or None, default None (0.5 with `alpha`,
+            as in scikit-learn). scikit-learn's L1 share; needs `alpha`.
 
     Call arguments:
         x: the weight tensor (a floating dtype; an integer tensor is an
@@ -139,7 +156,7 @@ class ElasticNet(keras.regularizers.Regularizer):
     >>> reg = kreg.regularizers.ElasticNet(l1=0.1, l2=0.1)
     >>> round(float(reg(np.array([[1.0, -2.0]], "float32"))), 6)
     0.8
-    >>> kreg.regularizers.ElasticNet.from_ratio(0.2, l1_ratio=0.5).get_config()
+    >>> kreg.regularizers.ElasticNet(alpha=0.2, l1_ratio=0.5).get_config()
     {'l1': 0.1, 'l2': 0.05}
 
     References:
@@ -147,8 +164,22 @@ class ElasticNet(keras.regularizers.Regularizer):
         net", JRSS B 67, 2005, section 2.
     """
 
-    def __init__(self, l1=0.01, l2=0.01):
+    def __init__(self, l1=_DEFAULT_L1, l2=_DEFAULT_L2, *, alpha=None, l1_ratio=None):
         owner = type(self).__name__
+        if alpha is None:
+            if l1_ratio is not None:
+                raise v.invalid_value(
+                    owner, "alpha", "a float >= 0 with `l1_ratio` (scikit-learn's "
+                    "parameterization)", alpha)
+        else:
+            if l1 is not _DEFAULT_L1 or l2 is not _DEFAULT_L2:
+                raise v.invalid_value(
+                    owner, "alpha", "either `l1`/`l2` or `alpha`/`l1_ratio`, not "
+                    f"both (l1={float(l1)!r}, l2={float(l2)!r})", alpha)
+            alpha = _coef(owner, "alpha", alpha)
+            l1_ratio = v.check_float(owner, "l1_ratio", 0.5 if l1_ratio is None else l1_ratio,
+                                     low=0.0, high=1.0)
+            l1, l2 = alpha * l1_ratio, alpha * (1.0 - l1_ratio) / 2.0
         self.l1 = _coef(owner, "l1", l1)
         self.l2 = _coef(owner, "l2", l2)
 

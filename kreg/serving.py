@@ -66,6 +66,7 @@ from kreg import _validation as v
 from kreg._extras import require_tensorflow_backend
 from kreg.layers import _seeds
 from kreg.mc import _stats
+from kreg.mc._heads import output_key
 from kreg.mc.plan import DEFAULT_MAX_BATCH
 from kreg.mc.plan import SamplingPlan
 from kreg.mc.plan import check_temperature_value
@@ -148,11 +149,6 @@ def _summary(samples, task, activation, temperature=None):
         out["entropy"] = stats["entropy"]
         out["mutual_information"] = stats["mutual_information"]
     return {key: tf.cast(value, samples.dtype) for key, value in out.items()}
-
-
-def output_key(name):
-    """A model output's name as a signature key prefix (`[A-Za-z0-9_]` only)."""
-    return "".join(c if c.isalnum() or c == "_" else "_" for c in str(name))
 
 
 def _summaries(samples, heads, temperatures):

@@ -123,7 +123,7 @@ def outputs(owner, summary, conformal, heads, seed, model):
     """
     import tensorflow as tf
 
-    from kreg.serving import output_key
+    from kreg.mc._heads import output_key
 
     ops = _tf_ops()
     out = {}

@@ -255,6 +255,11 @@ def model_heads(owner, model, task, from_logits):
     return resolve(owner, model, names, tasks, logits, layers, units, dtypes), structure
 
 
+def output_key(name):
+    """A model output's name as a signature key prefix (`[A-Za-z0-9_]` only)."""
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in str(name))
+
+
 def output_names(structure, count):
     """The names of a structure's outputs: dict keys (paths), else `output_k`."""
     if isinstance(structure, dict):

@@ -467,7 +467,7 @@ def moments_endpoint(model, *, task="auto", from_logits=None, head_samples=64,
     and `mutual_information`; several outputs get `<output>_` prefixed keys
     as the Monte Carlo signatures do.
     """
-    from kreg.serving import output_key
+    from kreg.mc._heads import output_key
 
     predictor = MomentPredictor(model, task=task, from_logits=from_logits,
                                 head_samples=head_samples, seed=seed)

@@ -30,8 +30,18 @@ $(VENV)/.demo-installed: $(VENV)/bin/activate setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet "$(TENSORFLOW)" -e ".[demo]"
 	touch $@
 
+# keras-hub (the tests sample a BertBackbone built from a config) is installed
+# without its dependencies: it requires tensorflow-text, which requires the
+# `tensorflow` distribution and would install it on top of tensorflow-cpu
+# (another project to pip, the same `tensorflow` package). Its other
+# dependencies are in the test extra; keras-hub imports without
+# tensorflow-text (only its text tokenizers need it). Users who want
+# keras-hub next to tensorflow-cpu can do the same:
+#   pip install --no-deps "keras-hub>=0.32,<0.33" && pip install regex tokenizers sentencepiece
+KERAS_HUB ?= keras-hub>=0.32,<0.33
 $(VENV)/.installed: $(VENV)/.demo-installed
 	$(PY) -m pip install --quiet "$(TENSORFLOW)" -e ".[demo,test,onnx,docs]"
+	$(PY) -m pip install --quiet --no-deps "$(KERAS_HUB)"
 	touch $@
 
 venv: $(VENV)/.installed

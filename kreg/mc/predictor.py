@@ -72,14 +72,8 @@ class MCPredictor(PassRunner):
         max_batch: int >= 1 or None, default 16384 (`DEFAULT_MAX_BATCH`).
             The most rows in one forward pass (inputs x samples); bounds
             memory. None: all samples of a chunk of inputs in one pass. The
-            default is measured (TensorFlow, shared 2-core CPU; a net
-            10-50-50-1 with two Dropout(0.5), samples=10000, N=1000, extra
-            peak host memory over the model alone / time of a predict):
-            unbounded 1239 MiB / 125 s; 262144 rows 283 MiB / 87 s; 65536
-            rows 374 MiB / 65-81 s; 16384 rows 239 MiB / 34-43 s; 4096 rows
-            218 MiB / 50-58 s. 16384 is the fastest and within 10% of the
-            smallest peak; the speed benchmark's passes (T=50 x 256 rows =
-            12,800 rows) fit in one pass as before.
+            default was the fastest of the sizes measured, within 10% of the
+            smallest peak memory (docs/benchmarks.md).
         task: `"auto"` (default: per output, classification for softmax/
             sigmoid or logits outputs, else regression), `"classification"`
             or `"regression"`; or a list/dict with one per output.

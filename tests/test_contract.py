@@ -127,6 +127,10 @@ NOT_KERAS_OBJECTS = {
     "MCPredictor": "wraps a live model for sampling; the model is what is saved",
     "MCPrediction": "a result (arrays of samples and their statistics), not a "
                     "model component",
+    "MomentPredictor": "wraps a live model for moment propagation; the model is "
+                       "what is saved",
+    "MomentPrediction": "a result (the propagated moments and their statistics), "
+                        "not a model component",
     "ArgumentTypeError": "an exception class",
     "SklearnAdapter": "wraps a live model for scikit-learn tools; the model is "
                       "what is saved",

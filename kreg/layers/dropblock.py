@@ -155,9 +155,13 @@ class DropBlock2D(StochasticLayer):
         if not (hasattr(inputs, "dtype") and hasattr(inputs, "shape")):
             raise v.invalid_type(owner, "inputs", "a tensor", inputs)
         v.check_float_tensor(owner, "inputs", inputs, _SCALABLE)
-        shape = tuple(inputs.shape)
+        self._check_shape(tuple(inputs.shape))
+
+    def _check_shape(self, shape):
+        """Refuse a feature map smaller than a block (or of unknown size)."""
         if len(shape) != 4:
             return  # the input spec reports the rank
+        owner = "DropBlock2D"
         rows, cols = self._spatial(shape)
         b = self.block_size
         if rows is None or cols is None or rows < b or cols < b:
@@ -238,6 +242,8 @@ class DropBlock2D(StochasticLayer):
         return inputs * (keep * scale)
 
     def compute_output_shape(self, input_shape):
+        # Keras builds a model from this (not `call`): check the size here too.
+        self._check_shape(tuple(input_shape))
         return input_shape
 
     def get_config(self):

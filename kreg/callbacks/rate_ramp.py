@@ -4,6 +4,7 @@ import keras
 
 from kreg import _compat
 from kreg import _validation as v
+from kreg.callbacks._args import check_config
 from kreg.callbacks._args import check_count
 from kreg.callbacks._args import check_epoch
 from kreg.callbacks._args import check_logs
@@ -168,3 +169,7 @@ class LinearRateRamp(keras.callbacks.Callback):
 
     def get_config(self):
         return {"ramp_epochs": self.ramp_epochs, "layers": self.layers}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**check_config(cls, config))

@@ -240,3 +240,8 @@ class ConcreteDropout(StochasticLayer, keras.layers.Wrapper):
                       init_rate=self.init_rate, temperature=self.temperature,
                       seed=self.seed)
         return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        # A copy: Keras's Wrapper.from_config pops "layer" from the dict it gets.
+        return super().from_config(dict(config), custom_objects=custom_objects)

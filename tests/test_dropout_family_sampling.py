@@ -180,3 +180,21 @@ def test_export_serve_mc_samples_the_three_layers(tmp_path):
                                                            verbose=0)
         np.testing.assert_allclose(got["std"].numpy(), want.std, rtol=1e-4, atol=1e-6)
         assert want.std.max() > 1e-3, name
+
+
+def test_the_guide_examples_run():
+    """Every Python block of docs/dropout_family.md runs, in order."""
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "dropout_family.md"
+            ).read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 5
+    namespace = {}
+    for block in blocks:
+        exec(compile(block, "docs/dropout_family.md", "exec"), namespace)  # noqa: S102
+    assert namespace["history"].history["rate/dropblock"] == pytest.approx(
+        [0.0, 0.05, 0.1, 0.1])
+    assert namespace["change"].weight_decay == pytest.approx(2e-4)
+    assert namespace["l2"] == pytest.approx(2 * 0.9 * 1e-4 / (2 * 1000 * 10.0))

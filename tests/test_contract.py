@@ -94,6 +94,15 @@ CONTRACT = {
     "FractionalMaxPooling2D": _row(lambda: kreg.layers.FractionalMaxPooling2D(
         (1.3, 1.7), pseudo_random=False, overlapping=False,
         data_format="channels_first", seed=6), LAYER, (2, 9, 9)),
+    "DropBlock2D": _row(lambda: kreg.layers.DropBlock2D(
+        0.3, block_size=3, data_format="channels_first", seed=8, name="db"),
+        LAYER, (2, 6, 5)),
+    "StochasticDepth": _row(lambda: kreg.layers.StochasticDepth(0.4, seed=9, name="sd"),
+                            LAYER, (3, 2)),
+    "ConcreteDropout": _row(lambda: kreg.layers.ConcreteDropout(
+        keras.layers.Conv2D(2, 3, padding="same", activation="relu"),
+        weight_regularizer=1e-3, dropout_regularizer=1e-2, init_rate=0.3,
+        temperature=0.2, seed=10, name="cdo"), LAYER, (5, 5, 2)),
     # -- regularizers --------------------------------------------------------
     "L1": _row(lambda: kreg.regularizers.L1(0.2), REGULARIZER),
     "L2": _row(lambda: kreg.regularizers.L2(0.3), REGULARIZER),
@@ -113,6 +122,8 @@ CONTRACT = {
         strict=False, criterion="pq", alpha=1.5, strip=2, train_monitor="mae",
         min_delta_mode="relative", checkpoint_path="best.weights.h5"),
         CALLBACK, drive=_drive_early_stopping),
+    "LinearRateRamp": _row(lambda: kreg.callbacks.LinearRateRamp(
+        4, layers=["db", "sd"]), CALLBACK),
     "RegularizationMonitor": _row(lambda: kreg.callbacks.RegularizationMonitor(
         layers=("a", "b"), stats=["l1"], tolerance=0.1, prefix="x/"), CALLBACK),
     # -- plain registered objects ---------------------------------------------
@@ -134,6 +145,8 @@ NOT_KERAS_OBJECTS = {
     "ArgumentTypeError": "an exception class",
     "SklearnAdapter": "wraps a live model for scikit-learn tools; the model is "
                       "what is saved",
+    "WeightDecayChange": "a result (what decoupled_weight_decay changed), not a "
+                         "model component",
 }
 
 

@@ -25,6 +25,9 @@ COMMON_KEYS = {"key", "technique", "stochastic", "gap", "epochs", "best_epoch",
 # Temperature scaling (T fitted on the validation split), classification only.
 DET_TS_KEYS = {"temperature", "test_ece_ts", "test_nll_ts", "val_nll", "val_nll_ts"}
 MC_TS_KEYS = {"temperature", "ece_ts", "nll_ts", "val_nll", "val_nll_ts"}
+# Split conformal prediction (alpha = 0.1, fitted on the validation split).
+CP_CLASSIFICATION_KEYS = {"cp_coverage", "cp_set_size"}
+CP_REGRESSION_KEYS = {"cp_coverage", "cp_width"}
 
 
 def kreg_lines(stderr):
@@ -108,8 +111,15 @@ def test_quick_demo_mc_fields_only_for_stochastic_rows(quick_run):
             assert r["mc"] is None, r["key"]
             continue
         mc = r["mc"]
-        assert set(mc) == {"nll", "ece", "accuracy", "brier", "samples"} | MC_TS_KEYS
+        assert set(mc) == ({"nll", "ece", "accuracy", "brier", "samples"} | MC_TS_KEYS
+                           | CP_CLASSIFICATION_KEYS)
         assert mc["samples"] == results["mc_samples"] == 30
+        # Coverage 0.9 on average over splits; one split of 360 test points
+        # (binomial sd 0.016, about 0.022 with the calibration split's) lands
+        # within 0.07 of it. Sets hold at least one
+        # class on average (APS at 90% on an accurate classifier).
+        assert abs(mc["cp_coverage"] - 0.9) < 0.07, mc
+        assert 0.5 < mc["cp_set_size"] < 3, mc
         assert mc["nll"] > 0 and 0.0 <= mc["ece"] <= 1.0
         assert 0.8 < mc["accuracy"] <= 1.0
     assert set(results["uncertainty"]) == {
@@ -125,7 +135,7 @@ def test_quick_demo_mc_fields_only_for_stochastic_rows(quick_run):
 def test_quick_demo_temperature_scaling_columns(quick_run):
     proc, _, results = quick_run
     head = demo.format_table(results).splitlines()[0]
-    assert "| test ECE (TS) | MC ECE (TS) | T | MC T |" in head
+    assert "| test ECE (TS) | MC ECE (TS) | T | MC T | CP cov. | CP size |" in head
     for r in results["techniques"]:
         assert DET_TS_KEYS <= set(r), r["key"]
         assert r["temperature"] > 0 and 0.0 <= r["test_ece_ts"] <= 1.0
@@ -148,6 +158,12 @@ def test_quick_demo_temperature_scaling_columns(quick_run):
         else:
             assert mc_ts == mc_t == "—", line
         assert cells[10] == f"{r['test_ece_ts']:.3f}" and cells[12] == f"{r['temperature']:.2f}"
+        cp_cov, cp_size = cells[14], cells[15]
+        if r["stochastic"]:
+            assert (cp_cov, cp_size) == (f"{r['mc']['cp_coverage']:.3f}",
+                                         f"{r['mc']['cp_set_size']:.2f}")
+        else:
+            assert cp_cov == cp_size == "—", line
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +256,8 @@ def test_regression_rows_in_process(tmp_path):
         assert 0.0 <= r["test_ece"] <= 1.0 and r["tau"] > 0
         assert not DET_TS_KEYS & set(r), r  # no temperature for regression
         if r["stochastic"]:
-            assert set(r["mc"]) == {"rmse", "nll", "ece", "tau", "samples"}
+            assert set(r["mc"]) == {"rmse", "nll", "ece", "tau", "samples"} | CP_REGRESSION_KEYS
+            assert 0.0 <= r["mc"]["cp_coverage"] <= 1.0 and r["mc"]["cp_width"] > 0
         else:
             assert r["mc"] is None
     for summary in results["uncertainty"].values():
@@ -327,7 +344,7 @@ DOCS_RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 DOCS_TOLERANCE = {"train_accuracy": 0.02, "test_accuracy": 0.02, "gap": 0.03,
                   "sparsity": 0.03, "test_nll": 0.03, "test_ece": 0.02,
                   "test_ece_ts": 0.02, "temperature": 0.15, "nll": 0.04, "ece": 0.03,
-                  "ece_ts": 0.02}
+                  "ece_ts": 0.02, "cp_coverage": 0.04, "cp_set_size": 0.3}
 
 
 @pytest.mark.claim

@@ -4,10 +4,10 @@ import keras
 
 from kreg import _compat
 from kreg import _validation as v
-from kreg.callbacks._args import check_config
-from kreg.callbacks._args import check_count
-from kreg.callbacks._args import check_epoch
-from kreg.callbacks._args import check_logs
+from kreg._validation import check_config
+from kreg._validation import check_count
+from kreg._validation import check_epoch
+from kreg._validation import check_logs
 from kreg.layers.dropblock import DropBlock2D
 from kreg.layers.dropout import Dropout
 from kreg.layers.gaussian_dropout import GaussianDropout

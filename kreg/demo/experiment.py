@@ -193,6 +193,38 @@ def _regression_scores(tau, scores, samples_test, y_test, scale):
 
 
 
+CONFORMAL_ALPHA = 0.1
+
+
+def conformal_scores(val, y_val, test, y_test, scale=1.0):
+    """Split conformal sets (or intervals) at level 1 - `CONFORMAL_ALPHA`.
+
+    `kreg.conformal.SplitConformal` fitted on the validation split's MC
+    prediction, scored on the test split: the coverage (fraction of test
+    targets inside their set or interval) and the mean set size (APS) or the
+    mean interval width (normalized by MC's std, in the target's units).
+
+    Args:
+        val, test: classification: the MC mean probabilities (N, C);
+            regression: `(mean, std)` pairs of the MC prediction.
+        y_val, y_test: the targets.
+        scale: the target's scale (regression widths in original units).
+    """
+    from kreg.conformal import SplitConformal
+
+    if isinstance(val, tuple):
+        cp = SplitConformal(CONFORMAL_ALPHA, "normalized").fit(val, y_val)
+        lower, upper = cp.predict(test)
+        y = np.asarray(y_test).reshape(lower.shape)
+        return {"cp_coverage": float(np.mean((lower <= y) & (y <= upper))),
+                "cp_width": float(np.mean(upper - lower)) * scale}
+    cp = SplitConformal(CONFORMAL_ALPHA, "aps").fit(val, y_val)
+    sets = cp.predict(test)
+    labels = np.asarray(y_test).astype(int)
+    return {"cp_coverage": float(np.mean(sets[np.arange(len(labels)), labels])),
+            "cp_set_size": float(np.mean(sets.sum(axis=1)))}
+
+
 def temperature_scores(p_val, y_val, p_test, y_test):
     """Temperature scaling of one classifier's probabilities (Guo et al.).
 
@@ -422,12 +454,18 @@ def mc_scores(model, data, *, samples, seed=0):
                   "brier": sc["brier"], "samples": samples,
                   "temperature": ts["temperature"], "ece_ts": ts["ece_ts"],
                   "nll_ts": ts["nll_ts"], "val_nll": ts["val_nll"],
-                  "val_nll_ts": ts["val_nll_ts"]}
+                  "val_nll_ts": ts["val_nll_ts"],
+                  **conformal_scores(mean_val, data.y_val, mean_test, data.y_test)}
         extras = {"mc_probs": mean_test, "mc_val_probs": mean_val}
     else:
         sc = _regression_scores(tau, sc, test, data.y_test, data.y_scale)
+        def mean_std(part):
+            return part.mean(axis=0).ravel(), part.std(axis=0).ravel()
+
         scores = {"rmse": sc["rmse"], "nll": sc["nll"], "ece": sc["ece"],
-                  "tau": sc["tau"], "samples": samples}
+                  "tau": sc["tau"], "samples": samples,
+                  **conformal_scores(mean_std(split["val"]), data.y_val,
+                                     mean_std(test), data.y_test, data.y_scale)}
         extras = {"mc_curve": sc["_curve"]}
     extras["uncertainty"] = uncertainty
     return scores, extras

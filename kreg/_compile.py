@@ -5,9 +5,22 @@ measured slower on CPU for these workloads). JAX: `jax.jit` over the model's
 variables passed in through a `keras.StatelessScope`. PyTorch: eager under
 `torch.no_grad()`. Inference only: the compiled function must not update any
 variable.
+
+On TensorFlow every compiled function gets a code object of its own
+(`_own_code`): TensorFlow's "N out of the last M calls to <function>
+triggered tf.function retracing" warning counts the traces of every
+`tf.function` made from the same Python code, so the distinct functions kreg
+compiles on purpose (one per model, per number of samples in a pass, per
+output setting) would read as one function retraced again and again. Each
+of them is traced once per argument structure (see `batch_args`), and a
+real retrace of one of them still warns.
 """
 
+import itertools
+
 import keras
+
+_COMPILED = itertools.count()
 
 
 def compile_inference(fn, variables, batch_args=()):
@@ -27,6 +40,7 @@ def compile_inference(fn, variables, batch_args=()):
     if backend == "tensorflow":
         import tensorflow as tf
 
+        fn = _own_code(fn)
         if batch_args:
             return _tensorflow_batch_polymorphic(fn, batch_args)
         return tf.function(fn, reduce_retracing=True, jit_compile=False)
@@ -78,3 +92,13 @@ def _tensorflow_batch_polymorphic(fn, batch_args):
         return function(*args)
 
     return call
+
+
+def _own_code(fn):
+    """`fn` behind a function whose code object is this compilation's own."""
+    def compiled(*args):
+        return fn(*args)
+
+    compiled.__code__ = compiled.__code__.replace(
+        co_name=f"kreg_compiled_{next(_COMPILED)}")
+    return compiled

@@ -117,7 +117,7 @@ def test_quick_demo_mc_fields_only_for_stochastic_rows(quick_run):
         # Coverage 0.9 on average over splits; one split of 360 test points
         # (binomial sd 0.016, about 0.022 with the calibration split's) lands
         # within 0.07 of it. Sets hold at least one
-        # class on average (APS at 90% on an accurate classifier).
+        # class on average (LAC at 90% on an accurate classifier).
         assert abs(mc["cp_coverage"] - 0.9) < 0.07, mc
         assert 0.5 < mc["cp_set_size"] < 3, mc
         assert mc["nll"] > 0 and 0.0 <= mc["ece"] <= 1.0

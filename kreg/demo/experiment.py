@@ -201,7 +201,7 @@ def conformal_scores(val, y_val, test, y_test, scale=1.0):
 
     `kreg.conformal.SplitConformal` fitted on the validation split's MC
     prediction, scored on the test split: the coverage (fraction of test
-    targets inside their set or interval) and the mean set size (APS) or the
+    targets inside their set or interval) and the mean set size (LAC) or the
     mean interval width (normalized by MC's std, in the target's units).
 
     Args:
@@ -218,7 +218,7 @@ def conformal_scores(val, y_val, test, y_test, scale=1.0):
         y = np.asarray(y_test).reshape(lower.shape)
         return {"cp_coverage": float(np.mean((lower <= y) & (y <= upper))),
                 "cp_width": float(np.mean(upper - lower)) * scale}
-    cp = SplitConformal(CONFORMAL_ALPHA, "aps").fit(val, y_val)
+    cp = SplitConformal(CONFORMAL_ALPHA, "lac").fit(val, y_val)
     sets = cp.predict(test)
     labels = np.asarray(y_test).astype(int)
     return {"cp_coverage": float(np.mean(sets[np.arange(len(labels)), labels])),

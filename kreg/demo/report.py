@@ -137,8 +137,8 @@ def markdown(results):
     text.append(
         "- CP: split conformal prediction (`kreg.conformal.SplitConformal`, "
         "alpha = 0.1) fitted on the validation split's MC prediction: the "
-        "coverage of the test targets (guaranteed at least 0.9 on average over "
-        "splits) and " + ("the mean size of the APS prediction sets."
+        "coverage of the test targets (at least 0.9 on average over random "
+        "splits; one split's coverage varies by a few hundredths) and " + ("the mean size of the LAC prediction sets."
                           if classification else
                           "the mean width of the intervals normalized by MC's "
                           "std, in the target's units."))

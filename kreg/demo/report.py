@@ -138,10 +138,10 @@ def markdown(results):
         "- CP: split conformal prediction (`kreg.conformal.SplitConformal`, "
         "alpha = 0.1) fitted on the validation split's MC prediction: the "
         "coverage of the test targets (at least 0.9 on average over random "
-        "splits; one split's coverage varies by a few hundredths) and " + ("the mean size of the LAC prediction sets."
-                          if classification else
-                          "the mean width of the intervals normalized by MC's "
-                          "std, in the target's units."))
+        "splits; one split's coverage varies by a few hundredths) and "
+        + ("the mean size of the LAC prediction sets." if classification else
+           "the mean width of the intervals normalized by MC's std, in the "
+           "target's units."))
     text.append(
         f"- L2 {cfg['l2']:g}, L1 {cfg['l1']:g}, elastic net L1 {cfg['l1'] / 2:g} + "
         f"L2 {cfg['l2'] / 2:g} on every kernel; dropout {cfg['dropout']:g} after "

@@ -7,6 +7,7 @@ by kreg's one mask primitive, `kreg.layers._bernoulli.keep_mask`).
 import keras
 from keras import ops
 
+from kreg import _compat
 from kreg import _validation as v
 from kreg.layers import _bernoulli
 from kreg.layers._noise import check_data_format
@@ -105,7 +106,7 @@ class DropBlock2D(StochasticLayer):
         self.block_size = v.check_int(owner, "block_size", block_size, low=1)
         self.data_format = check_data_format(owner, data_format)
         self.input_spec = keras.layers.InputSpec(ndim=4)
-        self._build_at_init()
+        _compat.build_at_init(self)
 
     # -- the paper's quantities ----------------------------------------------
     def gamma(self, rows, cols):

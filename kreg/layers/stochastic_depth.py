@@ -7,6 +7,7 @@ mask is kreg's one mask primitive, `StochasticLayer.keep_mask`).
 import keras
 from keras import ops
 
+from kreg import _compat
 from kreg import _validation as v
 from kreg.layers._bernoulli import where_kept
 from kreg.layers._sampling import per_sample_draw
@@ -104,7 +105,7 @@ class StochasticDepth(StochasticLayer):
         self._init_stochastic(rate, None, seed)
         self.supports_masking = True
         self.input_spec = keras.layers.InputSpec(min_ndim=1)
-        self._build_at_init()
+        _compat.build_at_init(self)
 
     def _check_call(self, inputs, training, ctx):
         owner = "StochasticDepth"

@@ -60,7 +60,7 @@ def _contains_sampling(operation, sampling):
     return False
 
 
-def _functional_view(model):
+def functional_view(model):
     """A Functional over the same layers, or None for subclassed models."""
     if isinstance(model, keras.Sequential):
         try:
@@ -90,7 +90,7 @@ def split_model(model, sampling=None):
     """Split `model`; `sampling`: the layers that sample (default: `sampling_layers`)."""
     sampling = {id(layer) for layer in (sampling_layers(model) if sampling is None
                                         else sampling)}
-    graph = _functional_view(model)
+    graph = functional_view(model)
     if graph is None:
         return Split(None, model, [])
     nodes = _compat.nodes_by_depth(graph)

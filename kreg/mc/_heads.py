@@ -145,6 +145,17 @@ def per_output(owner, name, value, names, check):
     return [check(value)] * len(names)
 
 
+def check_settings(owner, task, from_logits):
+    """Validate the `task` and `from_logits` arguments of a predictor (see `MCPredictor`)."""
+    if not isinstance(task, (str, list, tuple, dict)):
+        raise v.invalid_type(owner, "task", "one of 'auto', 'classification', "
+                             "'regression' (or a list/dict, one per output)", task)
+    if isinstance(task, str):
+        v.check_option(owner, "task", task, TASKS)
+    if not isinstance(from_logits, (list, tuple, dict)):
+        check_from_logits(owner)(from_logits)
+
+
 def check_task(owner):
     return lambda t: v.check_option(owner, "task", t, TASKS)
 

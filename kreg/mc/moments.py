@@ -28,6 +28,7 @@ from kreg.mc import _heads
 from kreg.mc import _inputs
 from kreg.mc import _moment_rules as rules
 from kreg.mc import _stats
+from kreg.mc._graph import functional_view
 from kreg.mc.metrics import xlogx
 from kreg.mc.prediction import MCPrediction
 
@@ -68,18 +69,6 @@ class MomentPrediction(MCPrediction):
                 f"num_samples={self.num_samples})")
 
 
-def _functional_view(model):
-    """A Functional over the model's layers, or None (subclassed)."""
-    if isinstance(model, keras.Sequential):
-        try:
-            return keras.Model(model.inputs, model.outputs)
-        except (AttributeError, ValueError, TypeError):
-            return None
-    if _compat.is_plain_functional(model):
-        return model
-    return None
-
-
 def _traverse(graph, inputs, apply):
     """Values of `graph.outputs` from values of `graph.inputs`, node by node.
 
@@ -104,7 +93,7 @@ def _label(op):
 
 
 def _nested_graph(owner, op):
-    graph = _functional_view(op) if isinstance(op, keras.Model) else None
+    graph = functional_view(op) if isinstance(op, keras.Model) else None
     if graph is None:
         raise v.invalid_value(
             owner, "model", "layers with a moment rule downstream of the noise: "
@@ -372,19 +361,13 @@ class MomentPredictor:
         if not model.built:
             raise v.invalid_value(owner, "model",
                                   "a built model (call it or build it first)", model.name)
-        if not isinstance(task, (str, list, tuple, dict)):
-            raise v.invalid_type(owner, "task", "one of 'auto', 'classification', "
-                                 "'regression' (or a list/dict, one per output)", task)
-        if isinstance(task, str):
-            v.check_option(owner, "task", task, _heads.TASKS)
-        if not isinstance(from_logits, (list, tuple, dict)):
-            _heads.check_from_logits(owner)(from_logits)
+        _heads.check_settings(owner, task, from_logits)
         self.head_samples = v.check_int(owner, "head_samples", head_samples, low=2)
         self.seed = v.check_int(owner, "seed", seed, low=0, high=(1 << 32) - 1)
         self.task = task
         self.from_logits = from_logits
         self.model = model
-        self.graph = _functional_view(model)
+        self.graph = functional_view(model)
         if self.graph is None:
             raise v.invalid_value(
                 owner, "model", "a Sequential or Functional model (moment "

@@ -182,13 +182,7 @@ class MCPredictor(PassRunner):
                                 high=(1 << SEED_BITS) - 1, allow_none=True)
         self.max_batch = v.check_int(owner, "max_batch", max_batch, low=1,
                                      allow_none=True)
-        if not isinstance(task, (str, list, tuple, dict)):
-            raise v.invalid_type(owner, "task", "one of 'auto', 'classification', "
-                                 "'regression' (or a list/dict, one per output)", task)
-        if isinstance(task, str):
-            v.check_option(owner, "task", task, _heads.TASKS)
-        if not isinstance(from_logits, (list, tuple, dict)):
-            _heads.check_from_logits(owner)(from_logits)
+        _heads.check_settings(owner, task, from_logits)
         if not isinstance(temperature, (list, tuple, dict)):
             check_temperature_value(owner)(temperature)
         self.task = task

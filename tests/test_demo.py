@@ -116,9 +116,10 @@ def test_quick_demo_mc_fields_only_for_stochastic_rows(quick_run):
         assert mc["samples"] == results["mc_samples"] == 30
         # Coverage 0.9 on average over splits; one split of 360 test points
         # (binomial sd 0.016, about 0.022 with the calibration split's) lands
-        # within 0.07 of it. Sets hold at least one
-        # class on average (LAC at 90% on an accurate classifier).
-        assert abs(mc["cp_coverage"] - 0.9) < 0.07, mc
+        # within 0.10 of it (4.5 sd). Measured at seed 0: 0.856 / 0.894 / 0.861,
+        # the same under oneDNN 0/1 and 1/2 threads. Sets hold about one class
+        # on average (LAC at 90% on an accurate classifier).
+        assert abs(mc["cp_coverage"] - 0.9) < 0.10, mc
         assert 0.5 < mc["cp_set_size"] < 3, mc
         assert mc["nll"] > 0 and 0.0 <= mc["ece"] <= 1.0
         assert 0.8 < mc["accuracy"] <= 1.0

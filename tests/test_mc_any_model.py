@@ -422,3 +422,14 @@ def test_a_dropout_subclass_forcing_training_is_sampled_as_dropout():
     s = _samples(model, x, samples=50)
     assert set(np.unique(s)) == {0.0, 2.0}
     _kept_fraction_ok((s > 0).mean(), s.size, 0.5)
+
+
+def test_twins_share_their_layers_streams_so_many_dropouts_leave_room():
+    # 70 Keras Dropouts (and their 70 kreg twins) and an LSTM cell: the cell
+    # gets stream 71, not one past every twin (at most 127 streams a pass).
+    inp = keras.Input((3, 2))
+    h = keras.layers.Average()([keras.layers.Dropout(0.1)(inp) for _ in range(70)])
+    model = keras.Model(inp, keras.layers.LSTM(2, dropout=0.3)(h))
+    predictor = kreg.MCPredictor(model, samples=4, seed=0, task="regression")
+    assert max(predictor.layer_index.values()) == 71
+    assert predictor.predict(np.ones((1, 3, 2), "float32"), verbose=0).std.max() > 0

@@ -31,6 +31,7 @@ from keras import ops
 from kreg.layers import _bernoulli
 from kreg.layers._sampling import Patch
 from kreg.layers._sampling import current_sampling
+from kreg.layers._sampling import per_sample_draw
 from kreg.layers.dropout import Dropout
 from kreg.layers.gaussian_dropout import GaussianDropout
 from kreg.layers.gaussian_dropout import GaussianNoise
@@ -150,12 +151,12 @@ def sampler(layer):
 # ----------------------------------------------------------------------------
 def _keep(ctx, seed, shape, keep_prob):
     """A bool keep mask of `shape` (rows first): per row, or per sample (joint)."""
+    def draw(draw_shape, draw_seed):
+        return _bernoulli.keep_mask(draw_shape, keep_prob, draw_seed)
+
     if not ctx.joint:
-        return _bernoulli.keep_mask(shape, keep_prob, seed)
-    full = (ctx.total_samples, 1) + tuple(shape[1:])
-    keep = _bernoulli.keep_mask(full, keep_prob, seed)
-    keep = ops.slice(keep, (ctx.sample_offset,) + (0,) * (len(full) - 1),
-                     (ctx.tiles,) + tuple(full[1:]))
+        return draw(shape, seed)
+    keep = per_sample_draw(ctx, seed, (1,) + tuple(shape[1:]), draw)
     per_sample = (ctx.tiles, shape[0] // ctx.tiles) + tuple(shape[1:])
     return ops.reshape(ops.broadcast_to(keep, per_sample), shape)
 
@@ -182,7 +183,6 @@ def _rnn_sampler(layer):
 
     def rnn_call(original, *args, **kwargs):
         kwargs["training"] = True  # the training path differs only by dropout
-        masks.clear()
         try:
             return original(*args, **kwargs)
         finally:

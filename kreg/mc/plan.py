@@ -96,21 +96,18 @@ class SamplingPlan:
         self.owner = owner
         self.model = model
         self.layers = layers
-        self.layer_index = {id(layer): i for i, layer in enumerate(layers)}
-        samplers = [_keras_noise.sampler(layer) for layer in layers
-                    if not is_kreg_sampling(layer) and layer not in self.augment_layers]
-        samplers += [_augment.sampler(layer) for layer in self.augment_layers]
+        key = tuple(_layer_key(layer) for layer in layers)
+        self.cache = _CACHES.setdefault(model, {}).setdefault(key, {})
+        if "samplers" not in self.cache:  # one twin per Keras layer and settings
+            self.cache["samplers"] = (
+                [_keras_noise.sampler(layer) for layer in layers
+                 if not is_kreg_sampling(layer) and layer not in self.augment_layers]
+                + [_augment.sampler(layer) for layer in self.augment_layers])
+        samplers = self.cache["samplers"]
         #: The `kreg.layers._sampling.Patch`es that make layers kreg did not
         #: write sample (entered with the sampling scope, see `sample_outputs`).
         self.patches = [patch for s in samplers for patch in s.patches]
-        for s in samplers:
-            for obj, owner_obj in s.streams.items():
-                if id(obj) not in self.layer_index:
-                    self.layer_index[id(obj)] = (self.layer_index[id(owner_obj)]
-                                                 if owner_obj is not obj
-                                                 else len(self.layer_index))
-        key = tuple(_layer_key(layer) for layer in layers)
-        self.cache = _CACHES.setdefault(model, {}).setdefault(key, {})
+        self.layer_index = _stream_index(layers, samplers)
         if "split" not in self.cache:
             self.cache["split"] = split_model(model, layers)
         self.split = self.cache["split"]
@@ -168,6 +165,25 @@ class SamplingPlan:
                               joint=joint, sample_offset=sample_offset,
                               total_samples=total_samples, transform=transform,
                               patches=self.patches)
+
+
+def _stream_index(layers, samplers):
+    """dict `id(object) -> random stream` of everything that draws in a pass.
+
+    The sampling layers first, in order; a twin (`kreg.layers._keras_noise`)
+    shares its layer's stream, an RNN cell gets the next free one.
+    """
+    index = {id(layer): i for i, layer in enumerate(layers)}
+    free = len(layers)
+    for s in samplers:
+        for obj, owner in s.streams.items():
+            if id(obj) in index:
+                continue
+            if owner is obj:
+                index[id(obj)], free = free, free + 1
+            else:
+                index[id(obj)] = index[id(owner)]
+    return index
 
 
 def no_sampling_layer(owner, model):

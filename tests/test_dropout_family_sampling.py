@@ -8,6 +8,7 @@ import math
 import keras
 import numpy as np
 import pytest
+from export_helpers import serve_mc_like_predictor
 
 import kreg
 from kreg.layers import ConcreteDropout
@@ -160,14 +161,7 @@ def test_export_serve_mc_samples_the_three_layers(tmp_path):
 
     model = _model()
     x = X[:4]
-    kreg.export(model, tmp_path / "sm", mc_samples=16)
-    served = tf.saved_model.load(str(tmp_path / "sm"))
-    np.testing.assert_allclose(served.serve(x).numpy(), model.predict(x, verbose=0),
-                               rtol=1e-5, atol=1e-6)
-    out = served.serve_mc_seeded(x, tf.constant(7, tf.int64))
-    ref = kreg.MCPredictor(model, 16, seed=7).predict(x, batch_size=len(x), verbose=0)
-    np.testing.assert_allclose(out["mean"].numpy(), ref.mean, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(out["std"].numpy(), ref.std, rtol=1e-4, atol=1e-6)
+    served, out, ref = serve_mc_like_predictor(model, x, tmp_path / "sm")
     assert ref.std.max() > 1e-4
     # Each layer alone is sampled by serve_mc (not only one of them).
     for name in NAMES:

@@ -9,6 +9,7 @@ import math
 import keras
 import numpy as np
 import pytest
+from export_helpers import serve_mc_like_predictor
 
 import kreg
 from kreg.layers import FractionalMaxPooling2D
@@ -135,18 +136,10 @@ def test_mc_mean_converges_to_the_inference_output(name, joint):
 
 @pytest.mark.tf_only(reason="SavedModel export is TensorFlow-only")
 def test_export_serve_mc_samples_the_noise_layers(tmp_path):
-    import tensorflow as tf
 
     model = _model()
     x = np.random.default_rng(3).uniform(size=(4, 12, 12, 2)).astype("float32")
-    kreg.export(model, tmp_path / "sm", mc_samples=16)
-    served = tf.saved_model.load(str(tmp_path / "sm"))
-    np.testing.assert_allclose(served.serve(x).numpy(), model.predict(x, verbose=0),
-                               rtol=1e-5, atol=1e-6)
-    out = served.serve_mc_seeded(x, tf.constant(7, tf.int64))
-    ref = kreg.MCPredictor(model, 16, seed=7).predict(x, batch_size=len(x), verbose=0)
-    np.testing.assert_allclose(out["mean"].numpy(), ref.mean, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(out["std"].numpy(), ref.std, rtol=1e-4, atol=1e-6)
+    served, out, ref = serve_mc_like_predictor(model, x, tmp_path / "sm")
     assert ref.std.max() > 1e-4
     fresh = served.serve_mc(x)["mean"].numpy()
     assert not np.array_equal(fresh, out["mean"].numpy())
